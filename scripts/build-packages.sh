@@ -17,7 +17,6 @@ CARGO_GENERATE_RPM_VERSION=0.21.1
 PROFILE="${PROFILE:-release}"
 DIST_DIR="${DIST_DIR:-dist}"
 DEB_REVISION="${DEB_REVISION:-1}"
-ASSETS=target/netunlockd-assets
 
 log() { printf 'build-packages: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -49,6 +48,8 @@ else
     cargo build --profile "$PROFILE" --locked -p netunlockd
 fi
 [[ -x "$bin" ]] || die "$bin was not built"
+# Beside the binary, so both tools' `target/release/` rewriting finds them for any profile.
+ASSETS="$(dirname "$bin")/netunlockd-assets"
 
 # Man pages and completions come from the CLI definition of this very binary.
 rm -rf "$ASSETS"

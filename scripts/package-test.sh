@@ -99,7 +99,7 @@ else
     bad "lintian reports errors"
 fi
 sed 's/^/    /' "$WORK/lintian.txt"
-if rpmlint --rpmlintrc packaging/rpm/rpmlintrc "$RPM1" >"$WORK/rpmlint.txt" 2>&1; then
+if rpmlint -c packaging/rpm/rpmlint.toml "$RPM1" >"$WORK/rpmlint.txt" 2>&1; then
     ok "rpmlint: no errors"
 else
     bad "rpmlint reports errors"
