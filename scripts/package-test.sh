@@ -109,13 +109,16 @@ sed 's/^/    /' "$WORK/rpmlint.txt"
 # ---------------------------------------------------------------------------------------------
 stage "systemd unit"
 UNITROOT="$WORK/unitroot"
-mkdir -p "$UNITROOT"
+mkdir -p "$UNITROOT/bin"
 dpkg-deb -x "$DEB1" "$UNITROOT"
-# Verified against the packaged layout (binary at /usr/bin/netunlockd); man pages are checked as
-# package contents below, since `verify --man` would ask the host's man database.
-if systemd-analyze verify --man=no --root="$UNITROOT" \
-        "$UNITROOT/usr/lib/systemd/system/netunlockd.service" >"$WORK/verify.txt" 2>&1 \
-        && ! grep -q . "$WORK/verify.txt"; then
+# Verified inside the packaged layout (so ExecStart= finds /usr/bin/netunlockd), completed with the
+# host's standard units (sysinit.target, ...) and /bin/kill for ExecReload=. Man pages are checked as
+# package contents below, since `--man=yes` asks the host's man database. Any output (an unknown
+# key, a bad value) fails the check: verify itself exits 0 on those.
+cp -an /usr/lib/systemd/system/. "$UNITROOT/usr/lib/systemd/system/"
+cp /bin/kill "$UNITROOT/bin/kill"
+if systemd-analyze verify --man=no --root="$UNITROOT" /usr/lib/systemd/system/netunlockd.service \
+        >"$WORK/verify.txt" 2>&1 && ! grep -q . "$WORK/verify.txt"; then
     ok "systemd-analyze verify: clean"
 else
     bad "systemd-analyze verify"
@@ -236,7 +239,8 @@ expect_eq "user home" "$home" /var/lib/netunlockd
 expect_eq "user shell" "$shell" /usr/sbin/nologin
 expect_eq "group netunlockd is the user's primary group" "$(in_root getent group netunlockd | cut -d: -f3)" "$gid"
 
-mode_of() { stat -c '%a %U %G' "$ROOT$1" 2>/dev/null || echo missing; }
+# stat inside the root: owner names must come from the root's /etc/passwd, not the host's.
+mode_of() { chroot "$ROOT" stat -c '%a %U %G' "$1" 2>/dev/null || echo missing; }
 expect_eq "/var/lib/netunlockd" "$(mode_of /var/lib/netunlockd)" "750 netunlockd netunlockd"
 expect_eq "/etc/netunlockd/netunlockd.toml" "$(mode_of /etc/netunlockd/netunlockd.toml)" "640 root netunlockd"
 expect_eq "/usr/bin/netunlockd" "$(mode_of /usr/bin/netunlockd)" "755 root root"
@@ -420,7 +424,7 @@ if rq -i --nodeps "$RPM1" >"$WORK/rpm-install.txt" 2>&1; then ok "rpm -i $(basen
 sed 's/^/    /' "$WORK/rpm-install.txt"
 check "rpm %post printed next steps" grep -q 'operator bootstrap' "$WORK/rpm-install.txt"
 check "rpm: user netunlockd exists" chroot "$RROOT" getent passwd netunlockd
-rmode() { stat -c '%a %U %G' "$RROOT$1" 2>/dev/null || echo missing; }
+rmode() { chroot "$RROOT" stat -c '%a %U %G' "$1" 2>/dev/null || echo missing; }
 expect_eq "rpm: /var/lib/netunlockd" "$(rmode /var/lib/netunlockd)" "750 netunlockd netunlockd"
 expect_eq "rpm: config" "$(rmode /etc/netunlockd/netunlockd.toml)" "640 root netunlockd"
 expect_eq "rpm: binary" "$(rmode /usr/bin/netunlockd)" "755 root root"
