@@ -1,0 +1,297 @@
+//! Configuration: the TOML wire form (`wire`) turned into a validated form the daemon runs on.
+//! Validation is pure; `load` is the only function that touches the filesystem.
+
+pub(crate) mod wire;
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+pub(crate) use wire::WireConfig;
+use wire::{CONFIG_VERSION, WireCertificate};
+
+/// Where the packaged service keeps its state; systemd's `StateDirectory=` exports it too.
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/netunlockd";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/netunlockd/netunlockd.toml";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// The file this came from (None = built-in defaults).
+    pub(crate) source: Option<PathBuf>,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) log_filter: String,
+    pub(crate) log_format: LogFormat,
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) unlock: Option<UnlockSettings>,
+    pub(crate) escrow: Option<EscrowSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct UnlockSettings {
+    pub(crate) interfaces: Vec<String>,
+    pub(crate) v4_listen: Option<SocketAddrV4>,
+    pub(crate) v6_port: Option<u16>,
+    pub(crate) v4_client_port: u16,
+    pub(crate) v6_client_port: u16,
+    pub(crate) v4_relay_port: u16,
+    pub(crate) v6_relay_port: u16,
+    pub(crate) subnet_policy: Option<PathBuf>,
+    pub(crate) workers: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_request_age: Duration,
+    pub(crate) rate_limit_burst: u32,
+    pub(crate) rate_limit_per_second: f64,
+    pub(crate) receive_buffer_bytes: usize,
+    /// Empty: the daemon generates and uses the certificate in `<state>/network-unlock/`.
+    pub(crate) certificates: Vec<CertificateSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CertificateSettings {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) pfx_password_file: Option<PathBuf>,
+    pub(crate) enabled: bool,
+    pub(crate) allowed_subnets: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct EscrowSettings {
+    pub(crate) listen: SocketAddr,
+    /// None: self-generated certificate in `<state>/escrow-tls/`.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) tls_names: Vec<String>,
+    pub(crate) database_url: String,
+    pub(crate) kek_file: PathBuf,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) stale_after: Duration,
+}
+
+/// Command-line overrides that win over the file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overrides {
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) log_format: Option<LogFormat>,
+}
+
+/// Reads and validates the configuration. `path = None` looks for the packaged default file and
+/// falls back to built-in defaults when it does not exist.
+pub(crate) fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config> {
+    let (wire, source) = match path {
+        Some(p) => (read_file(p)?, Some(p.to_path_buf())),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            let p = Path::new(DEFAULT_CONFIG_PATH);
+            (read_file(p)?, Some(p.to_path_buf()))
+        }
+        None => (WireConfig::default(), None),
+    };
+    let env_state = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from);
+    validate(wire, source, overrides, env_state)
+}
+
+fn read_file(path: &Path) -> Result<WireConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    parse(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+/// Parses TOML text into the wire form (errors carry line and column).
+pub(crate) fn parse(text: &str) -> Result<WireConfig> {
+    Ok(toml::from_str::<WireConfig>(text)?)
+}
+
+/// Turns the wire form into the validated form. Pure: only `env_state_dir` comes from outside.
+pub(crate) fn validate(
+    wire: WireConfig,
+    source: Option<PathBuf>,
+    overrides: &Overrides,
+    env_state_dir: Option<PathBuf>,
+) -> Result<Config> {
+    if wire.version != CONFIG_VERSION {
+        bail!(
+            "configuration version {} is not supported by this netunlockd (it reads version {CONFIG_VERSION}); \
+             see docs/configuration.md for the upgrade notes",
+            wire.version
+        );
+    }
+    // systemd's $STATE_DIRECTORY may hold several colon-separated paths; the first is ours.
+    let env_state = env_state_dir.and_then(|p| {
+        p.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from)
+    });
+    let state_dir = overrides
+        .state_dir
+        .clone()
+        .or(wire.state_dir.clone())
+        .or(env_state)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    if state_dir.as_os_str().is_empty() {
+        bail!("state_dir must not be empty");
+    }
+    let state_dir = absolute(&state_dir)?;
+
+    let log_format = match overrides.log_format {
+        Some(f) => f,
+        None => match wire.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("log.format must be \"text\" or \"json\", not {other:?}"),
+        },
+    };
+    tracing_subscriber::EnvFilter::try_new(&wire.log.level)
+        .with_context(|| format!("log.level {:?} is not a valid filter (e.g. \"info,netunlock=debug\")", wire.log.level))?;
+
+    let unlock = if wire.unlock.enabled { Some(validate_unlock(&wire)?) } else { None };
+    let escrow = if wire.escrow.enabled { Some(validate_escrow(&wire, &state_dir)?) } else { None };
+    if unlock.is_none() && escrow.is_none() {
+        bail!("both [unlock] and [escrow] are disabled: there would be nothing to serve");
+    }
+    let metrics_listen = wire.metrics.enabled.then_some(wire.metrics.listen);
+    if let (Some(m), Some(e)) = (metrics_listen, escrow.as_ref()) {
+        if m == e.listen {
+            bail!("metrics.listen and escrow.listen are both {m}; give them different ports");
+        }
+    }
+
+    Ok(Config {
+        source,
+        state_dir,
+        log_filter: wire.log.level.clone(),
+        log_format,
+        metrics_listen,
+        unlock,
+        escrow,
+    })
+}
+
+fn validate_unlock(wire: &WireConfig) -> Result<UnlockSettings> {
+    let u = &wire.unlock;
+    if !u.v4 && !u.v6 {
+        bail!("[unlock] has both v4 and v6 turned off; set enabled = false instead");
+    }
+    if u.v6 && u.v6_port == 0 {
+        bail!("unlock.v6_port must not be 0");
+    }
+    if u.v4 && u.v4_listen.port() == 0 {
+        bail!("unlock.v4_listen must name a port (normally 67)");
+    }
+    if u.queue_capacity == 0 {
+        bail!("unlock.queue_capacity must be at least 1");
+    }
+    if !(100..=30_000).contains(&u.max_request_age_ms) {
+        bail!("unlock.max_request_age_ms must be between 100 and 30000 (clients retry after about 2000 ms)");
+    }
+    if u.rate_limit_burst == 0 || !(u.rate_limit_per_second > 0.0 && u.rate_limit_per_second.is_finite()) {
+        bail!("unlock.rate_limit_burst must be ≥ 1 and unlock.rate_limit_per_second > 0");
+    }
+    for name in &u.interfaces {
+        if name.is_empty() || name.len() > 15 || name.contains('/') {
+            bail!("unlock.interfaces: {name:?} is not a valid interface name");
+        }
+    }
+    let certificates = u.certificate.iter().map(validate_certificate).collect::<Result<Vec<_>>>()?;
+    Ok(UnlockSettings {
+        interfaces: u.interfaces.clone(),
+        v4_listen: u.v4.then_some(u.v4_listen),
+        v6_port: u.v6.then_some(u.v6_port),
+        v4_client_port: u.v4_client_port,
+        v6_client_port: u.v6_client_port,
+        v4_relay_port: u.v4_relay_port,
+        v6_relay_port: u.v6_relay_port,
+        subnet_policy: u.subnet_policy.clone(),
+        workers: u.workers,
+        queue_capacity: u.queue_capacity,
+        max_request_age: Duration::from_millis(u.max_request_age_ms),
+        rate_limit_burst: u.rate_limit_burst,
+        rate_limit_per_second: u.rate_limit_per_second,
+        receive_buffer_bytes: u.receive_buffer_bytes,
+        certificates,
+    })
+}
+
+fn validate_certificate(c: &WireCertificate) -> Result<CertificateSettings> {
+    let is_pfx = c
+        .cert
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
+    if !is_pfx && c.key.is_none() {
+        bail!(
+            "unlock.certificate {}: `key` is required unless the certificate is a .pfx/.p12 file",
+            c.cert.display()
+        );
+    }
+    Ok(CertificateSettings {
+        cert: c.cert.clone(),
+        key: c.key.clone(),
+        pfx_password_file: c.pfx_password_file.clone(),
+        enabled: c.enabled,
+        allowed_subnets: c.allowed_subnets.iter().map(ipnet::IpNet::trunc).collect(),
+    })
+}
+
+fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings> {
+    let e = &wire.escrow;
+    let tls = match (&e.tls_cert, &e.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => bail!("escrow.tls_cert and escrow.tls_key must be given together (or neither, for a self-generated certificate)"),
+    };
+    let database_url = match &e.database_url {
+        Some(u) if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") => u.clone(),
+        Some(u) => bail!(
+            "escrow.database_url must start with sqlite: or postgres:// (got {:?})",
+            redact_url(u)
+        ),
+        None => format!("sqlite://{}?mode=rwc", state_dir.join("escrow.db").display()),
+    };
+    if e.max_body_bytes < 1024 {
+        bail!("escrow.max_body_bytes must be at least 1024");
+    }
+    if e.request_timeout_secs == 0 {
+        bail!("escrow.request_timeout_secs must be at least 1");
+    }
+    Ok(EscrowSettings {
+        listen: e.listen,
+        tls,
+        tls_names: e.tls_names.clone(),
+        database_url,
+        kek_file: e.kek_file.clone().unwrap_or_else(|| state_dir.join("kek.bin")),
+        max_body_bytes: e.max_body_bytes,
+        request_timeout: Duration::from_secs(e.request_timeout_secs),
+        stale_after: Duration::from_secs(u64::from(e.stale_after_days) * 86_400),
+    })
+}
+
+/// Hides a password in a database URL before it reaches an error message or a log.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &creds[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir().context("cannot read the current directory")?.join(p))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! The daemon's health: responder bound and alive, database reachable, certificates valid, audit
+//! chain intact. A background task refreshes it; /healthz, `netunlockd status` and the systemd
+//! watchdog read it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CheckState {
+    Ok,
+    Failed,
+    /// The component is turned off in the configuration.
+    Disabled,
+    /// Not checked yet.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Check {
+    pub(crate) state: CheckState,
+    pub(crate) detail: String,
+}
+
+impl Check {
+    pub(crate) fn ok(detail: impl Into<String>) -> Self {
+        Self { state: CheckState::Ok, detail: detail.into() }
+    }
+    pub(crate) fn failed(detail: impl Into<String>) -> Self {
+        Self { state: CheckState::Failed, detail: detail.into() }
+    }
+    pub(crate) fn disabled() -> Self {
+        Self { state: CheckState::Disabled, detail: "disabled in the configuration".into() }
+    }
+    pub(crate) fn unknown() -> Self {
+        Self { state: CheckState::Unknown, detail: "not checked yet".into() }
+    }
+    fn healthy(&self) -> bool {
+        matches!(self.state, CheckState::Ok | CheckState::Disabled)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HealthReport {
+    pub(crate) status: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) responder: Check,
+    pub(crate) database: Check,
+    pub(crate) certificates: Check,
+    pub(crate) audit_chain: Check,
+}
+
+impl HealthReport {
+    pub(crate) fn new(responder: Check, database: Check, certificates: Check, audit_chain: Check) -> Self {
+        let healthy = [&responder, &database, &certificates, &audit_chain].iter().all(|c| c.healthy());
+        Self {
+            status: if healthy { "ok" } else { "failed" },
+            version: env!("CARGO_PKG_VERSION"),
+            responder,
+            database,
+            certificates,
+            audit_chain,
+        }
+    }
+
+    pub(crate) fn healthy(&self) -> bool {
+        self.status == "ok"
+    }
+
+    /// The watchdog only needs the daemon to be alive and serving, not every certificate valid:
+    /// restarting would not fix an expired certificate.
+    pub(crate) fn alive(&self) -> bool {
+        !matches!(self.responder.state, CheckState::Failed) && !matches!(self.database.state, CheckState::Failed)
+    }
+}
+
+/// Shared, lock-free latest report.
+#[derive(Debug, Clone)]
+pub(crate) struct Health(Arc<ArcSwap<HealthReport>>);
+
+impl Health {
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(HealthReport::new(
+            Check::unknown(),
+            Check::unknown(),
+            Check::unknown(),
+            Check::unknown(),
+        ))))
+    }
+    pub(crate) fn set(&self, report: HealthReport) {
+        self.0.store(Arc::new(report));
+    }
+    pub(crate) fn get(&self) -> Arc<HealthReport> {
+        self.0.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disabled_components_are_healthy_failed_ones_are_not() {
+        let r = HealthReport::new(Check::ok("bound"), Check::disabled(), Check::ok("1 valid"), Check::disabled());
+        assert!(r.healthy() && r.alive());
+        let r = HealthReport::new(Check::ok("bound"), Check::ok("ok"), Check::failed("expired"), Check::ok("ok"));
+        assert!(!r.healthy());
+        assert!(r.alive(), "an expired certificate must not make systemd restart the daemon");
+        let r = HealthReport::new(Check::failed("stalled"), Check::ok("ok"), Check::ok("ok"), Check::ok("ok"));
+        assert!(!r.alive());
+        assert!(!HealthReport::new(Check::unknown(), Check::unknown(), Check::unknown(), Check::unknown()).healthy());
+    }
+}

@@ -1,0 +1,99 @@
+//! Loads the Network Unlock certificates and the subnet policy into the responder's key store.
+//! Used at start, by `config check`, and on SIGHUP (where a failure keeps the old store).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use netunlock::{CertificatePolicy, KeyStore, UnlockKey};
+
+use crate::config::{CertificateSettings, UnlockSettings};
+use crate::security::check_private_file;
+use crate::state::StateDir;
+
+/// systemd credential name for the generated certificate's private key (`LoadCredential=`).
+pub(crate) const UNLOCK_KEY_CREDENTIAL: &str = "network-unlock.key";
+
+/// What was loaded, for the start-up summary and `config check`.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadedCertificate {
+    pub(crate) thumbprint_hex: String,
+    pub(crate) subject: String,
+    pub(crate) not_after: time::OffsetDateTime,
+    pub(crate) enabled: bool,
+    pub(crate) allowed_subnets: Vec<String>,
+    pub(crate) source: PathBuf,
+}
+
+/// The certificates to load: the configured ones, or the generated one in the state directory.
+pub(crate) fn certificate_settings(unlock: &UnlockSettings, state: &StateDir) -> Vec<CertificateSettings> {
+    if !unlock.certificates.is_empty() {
+        return unlock.certificates.clone();
+    }
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| Path::new(&d).join(UNLOCK_KEY_CREDENTIAL))
+        .filter(|p| p.exists());
+    vec![CertificateSettings {
+        cert: state.unlock_cert(),
+        key: Some(credential.unwrap_or_else(|| state.unlock_key())),
+        pfx_password_file: None,
+        enabled: true,
+        allowed_subnets: Vec::new(),
+    }]
+}
+
+/// Loads every certificate and key, applies the WDS subnet policy, and builds the key store.
+pub(crate) fn load(
+    unlock: &UnlockSettings,
+    state: &StateDir,
+    rejection_secret: [u8; 32],
+) -> Result<(KeyStore, Vec<LoadedCertificate>)> {
+    let wds = match &unlock.subnet_policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the subnet policy file {}", path.display()))?;
+            Some(netunlock::parse_wds_ini(&text).with_context(|| {
+                format!("the subnet policy file {} is malformed (WDS would stop answering too); fix it", path.display())
+            })?)
+        }
+        None => None,
+    };
+
+    let mut entries = Vec::new();
+    let mut summary = Vec::new();
+    for settings in certificate_settings(unlock, state) {
+        let identity = load_identity(&settings)?;
+        let configured = CertificatePolicy { enabled: settings.enabled, allowed_subnets: settings.allowed_subnets.clone() };
+        let thumbprint = identity.thumbprint();
+        let policy = CertificatePolicy::merge_wds(configured, wds.as_ref().and_then(|w| w.policy_for(&thumbprint)));
+        summary.push(LoadedCertificate {
+            thumbprint_hex: identity.thumbprint_hex(),
+            subject: identity.subject().to_string(),
+            not_after: identity.not_after(),
+            enabled: policy.enabled,
+            allowed_subnets: policy.allowed_subnets.iter().map(ToString::to_string).collect(),
+            source: settings.cert.clone(),
+        });
+        entries.push((UnlockKey::new(Arc::new(identity), rejection_secret), policy));
+    }
+    let store = KeyStore::new(entries).context("the configured Network Unlock certificates conflict")?;
+    Ok((store, summary))
+}
+
+fn load_identity(settings: &CertificateSettings) -> Result<certs::UnlockIdentity> {
+    let password = match &settings.pfx_password_file {
+        Some(p) => {
+            check_private_file(p, "the .pfx password file")?;
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            Some(zeroize::Zeroizing::new(text.lines().next().unwrap_or("").to_string()))
+        }
+        None => None,
+    };
+    match &settings.key {
+        Some(key) => check_private_file(key, "the Network Unlock private key")?,
+        // A .pfx holds the private key itself.
+        None => check_private_file(&settings.cert, "the Network Unlock .pfx file")?,
+    }
+    certs::load_unlock_identity(&settings.cert, settings.key.as_deref(), password.as_ref().map(|p| p.as_str()))
+        .with_context(|| format!("cannot load the Network Unlock certificate {}", settings.cert.display()))
+}

@@ -1,0 +1,81 @@
+//! Process hardening and refusal of unsafe state at start-up.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+/// A panic anywhere aborts the process: a daemon with a dead task must not keep running as a
+/// ghost; systemd's `Restart=on-failure` brings it back. (The release profile keeps unwinding so
+/// tests share its build; this hook gives the daemon abort semantics regardless.)
+pub(crate) fn install_abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        std::process::abort();
+    }));
+}
+
+/// Keeps private keys, CK/SK and recovery passwords out of core dumps and away from ptrace by
+/// other processes of the same user.
+pub(crate) fn make_undumpable() -> Result<()> {
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| anyhow::anyhow!("cannot mark the process non-dumpable (prctl PR_SET_DUMPABLE): {e}"))?;
+    let no_core = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    if let Err(e) = no_core {
+        tracing::warn!("cannot disable core dumps (RLIMIT_CORE): {e}");
+    }
+    Ok(())
+}
+
+/// Root is not needed: the packaged unit runs as `netunlockd` with CAP_NET_BIND_SERVICE.
+pub(crate) fn warn_if_root() {
+    if nix::unistd::geteuid().is_root() {
+        tracing::warn!(
+            "running as root; this is not needed — run as an unprivileged user with CAP_NET_BIND_SERVICE \
+             (the packaged systemd unit does this)"
+        );
+    }
+}
+
+/// A private key file must not be readable or writable by group or others.
+pub(crate) fn check_private_file(path: &Path, what: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => bail!("cannot read {what} {}: {e}", path.display()),
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{what} {} has mode {mode:04o}: it is readable or writable by other users. \
+             Fix it with `chmod 600 {}` (and make it owned by the service user)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn group_or_world_access_to_a_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.key");
+        std::fs::write(&key, b"x").unwrap();
+        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o644, false), (0o606, false), (0o620, false)] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = check_private_file(&key, "key");
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("chmod 600"), "{e}");
+            }
+        }
+        let missing = check_private_file(&dir.path().join("nope"), "key").unwrap_err();
+        assert!(missing.to_string().contains("cannot read key"));
+    }
+}

@@ -1,0 +1,194 @@
+//! `netunlockd serve`: start-up in the order load → bind → READY → serve → drain, with SIGHUP
+//! reloads and the systemd watchdog.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{LogFormatArg, ServeArgs};
+use crate::config::{self, Config, LogFormat, Overrides};
+use crate::health::Health;
+use crate::state::StateDir;
+use crate::{keys, logging, security};
+
+mod components;
+mod summary;
+
+pub(crate) use components::{Components, EscrowRuntime, UnlockRuntime};
+
+/// How long in-flight work may take to finish after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn run(args: ServeArgs) -> Result<ExitCode> {
+    let overrides = Overrides {
+        state_dir: args.config.state_dir.clone(),
+        log_format: args.log_format.map(|f| match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }),
+    };
+    let config = config::load(args.config.config.as_deref(), &overrides)?;
+    logging::init(&config.log_filter, config.log_format)?;
+    security::make_undumpable()?;
+    security::warn_if_root();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("netunlockd")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let state = StateDir::new(&config.state_dir);
+    state.ensure()?;
+    let registry = crate::metrics::registry()?;
+    let health = Health::new();
+    let shutdown = CancellationToken::new();
+
+    // Everything that can fail (keys, database, privileged ports) fails here, before READY.
+    let components = Components::start(&config, &state, &registry).await?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(crate::metrics_http::MetricsServer::bind(addr, registry.clone(), health.clone()).await?),
+        None => None,
+    };
+    let metrics_addr: Option<SocketAddr> = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
+    summary::log(&config, &components, metrics_addr);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let reloaders = components.spawn(&mut tasks, &shutdown);
+    if let Some(m) = metrics {
+        let token = shutdown.clone();
+        tasks.spawn(async move { m.run(token).await });
+    }
+    tasks.spawn(components::health_task(reloaders.health_sources.clone(), health.clone(), shutdown.clone()));
+    if let Some(interval) = watchdog_interval() {
+        tasks.spawn(watchdog(interval, health.clone(), shutdown.clone()));
+    }
+
+    tracing::info!("netunlockd ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+
+    let outcome = signals(&config, &state, &reloaders, &shutdown, &mut tasks).await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(res) = tasks.join_next().await {
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("a component stopped with an error: {e:#}"),
+                Err(e) => tracing::error!("a component task failed: {e}"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("in-flight work did not finish within {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+    tracing::info!("netunlockd stopped");
+    outcome
+}
+
+/// Waits for SIGTERM/SIGINT (stop) while handling SIGHUP (reload). A component that stops on its
+/// own with an error ends the daemon too, so systemd can restart it.
+async fn signals(
+    config: &Config,
+    state: &StateDir,
+    reloaders: &components::Reloaders,
+    shutdown: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<Result<()>>,
+) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining and stopping"); return Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT: draining and stopping"); return Ok(()); }
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                reload(config, state, reloaders);
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+            Some(res) = tasks.join_next() => {
+                let err = match res {
+                    Ok(Ok(())) if shutdown.is_cancelled() => return Ok(()),
+                    Ok(Ok(())) => anyhow::anyhow!("a component stopped unexpectedly"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::anyhow!("a component task failed: {e}"),
+                };
+                tracing::error!("stopping: {err:#}");
+                return Err(err);
+            }
+        }
+    }
+}
+
+/// SIGHUP: reload certificates and the subnet policy (keep the old ones if the new ones are
+/// broken) and the escrow TLS certificate, without dropping any listener.
+fn reload(config: &Config, state: &StateDir, reloaders: &components::Reloaders) {
+    tracing::info!("SIGHUP: reloading certificates, subnet policy and TLS certificate");
+    if let (Some(unlock), Some(rt)) = (&config.unlock, &reloaders.unlock) {
+        match keys::load(unlock, state, rt.rejection_secret) {
+            Ok((store, loaded)) => {
+                rt.metrics.set_certificates(&store, time::OffsetDateTime::now_utc());
+                rt.keys.store(Arc::new(store));
+                for c in &loaded {
+                    tracing::info!(thumbprint = %c.thumbprint_hex, subject = %c.subject, enabled = c.enabled, "certificate loaded");
+                }
+                *rt.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
+            }
+            Err(e) => tracing::error!("reload failed, still serving the previous certificates: {e:#}"),
+        }
+    }
+    if let Some(tls) = &reloaders.escrow_tls {
+        match tls.reload() {
+            Ok(()) => tracing::info!("escrow TLS certificate reloaded"),
+            Err(e) => tracing::error!("escrow TLS reload failed, still serving the previous certificate: {e}"),
+        }
+    }
+}
+
+fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec) / 2)
+    } else {
+        None
+    }
+}
+
+/// Pings systemd only while the health task says the responder and database are alive, so a
+/// stalled receive loop or a lost database gets the daemon restarted.
+async fn watchdog(interval: Duration, health: Health, shutdown: CancellationToken) -> Result<()> {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let report = health.get();
+                if report.alive() {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::warn!("not feeding the watchdog: responder {:?}, database {:?}", report.responder, report.database);
+                }
+            }
+        }
+    }
+}
+
+// Exposed for `config check`, which loads the same things without binding.
+pub(crate) use components::check_without_binding;
+
+/// The KEK for one-shot commands: the credential or the existing file (never created here).
+pub(crate) fn load_kek_for_cli(e: &crate::config::EscrowSettings) -> Result<escrow::Kek> {
+    components::load_kek(e, false)
+}
