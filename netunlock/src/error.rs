@@ -52,6 +52,8 @@ pub enum NotNkpu {
 /// (or keeps the previous policy on reload), mirroring WDS, which stops answering when the file is corrupt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IniError {
+    #[error("the file is neither UTF-8 nor UTF-16 with a byte-order mark; save it as UTF-8")]
+    Encoding,
     #[error("line {line}: text outside any [section]; start the file with [SUBNETS] or a [<thumbprint>] section")]
     OutsideSection { line: usize },
     #[error(

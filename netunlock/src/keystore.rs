@@ -20,10 +20,10 @@ impl Decision<'_> {
     /// A short stable label for logs and metrics ("answered", "unknown_certificate", …).
     pub fn label(&self) -> &'static str {
         match self {
-            Decision::Answer(_) => "answered",
-            Decision::UnknownCertificate => "unknown_certificate",
-            Decision::SubnetRefused => "subnet_refused",
-            Decision::Disabled => "disabled",
+            Self::Answer(_) => "answered",
+            Self::UnknownCertificate => "unknown_certificate",
+            Self::SubnetRefused => "subnet_refused",
+            Self::Disabled => "disabled",
         }
     }
 }

@@ -27,4 +27,4 @@ pub use nkpu::{
 pub use policy::CertificatePolicy;
 pub use v4::{ReplyTarget, V4Request};
 pub use v6::{RelayHop, V6Request};
-pub use wds_ini::{WdsPolicy, parse_wds_ini};
+pub use wds_ini::{WdsPolicy, decode_ini_bytes, parse_wds_ini};

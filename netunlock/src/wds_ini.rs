@@ -38,6 +38,31 @@ impl WdsPolicy {
     }
 }
 
+/// Decodes the file's bytes: UTF-8 (with or without BOM) or UTF-16 with a BOM (what Windows Notepad may
+/// save). The daemon reads the file and passes the result to [`parse_wds_ini`].
+pub fn decode_ini_bytes(bytes: &[u8]) -> Result<String, IniError> {
+    let utf16 = |rest: &[u8], be: bool| {
+        if rest.len() % 2 != 0 {
+            return Err(IniError::Encoding);
+        }
+        let units = rest.chunks_exact(2).map(|c| {
+            if be {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from_le_bytes([c[0], c[1]])
+            }
+        });
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map_err(|_| IniError::Encoding)
+    };
+    match bytes {
+        [0xff, 0xfe, rest @ ..] => utf16(rest, false),
+        [0xfe, 0xff, rest @ ..] => utf16(rest, true),
+        _ => String::from_utf8(bytes.to_vec()).map_err(|_| IniError::Encoding),
+    }
+}
+
 enum Section {
     Subnets,
     Certificate(Thumbprint),
