@@ -1,0 +1,174 @@
+//! The business operations of the escrow service. Every write runs in one transaction that also appends its
+//! audit record, so an operation and its audit trail commit (or vanish) together.
+
+mod agent;
+mod candidates;
+mod clock;
+mod devices;
+mod helpdesk;
+mod keys;
+mod operators;
+mod reports;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::audit::to_micros;
+use crate::error::EscrowError;
+use crate::model::{Actor, ActorKind, Role};
+use crate::sealing::{Dek, Kek, Sealer};
+use crate::store::{Backend, Db};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use reports::{DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice, VolumeWithoutKey};
+
+/// The escrow service: storage, sealing and clock. Cheap to clone (shared state behind an `Arc`).
+#[derive(Clone)]
+pub struct EscrowService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EscrowService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EscrowService").field("backend", &self.inner.db.backend).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    db: Db,
+    /// Swapped by `rewrap_kek` (DEK rotation) and `restore`.
+    sealer: ArcSwap<Sealer>,
+    /// Writers that seal hold it shared; DEK rotation holds it exclusively so no row is sealed under a
+    /// key that is being replaced.
+    seal_lock: tokio::sync::RwLock<()>,
+    clock: Arc<dyn Clock>,
+    kek: std::sync::Mutex<Kek>,
+}
+
+impl EscrowService {
+    /// Open (creating if needed) the database at `database_url`, run migrations, and unlock its data key
+    /// with `kek` (creating and wrapping a fresh data key for a new database).
+    pub async fn open(database_url: &str, kek: Kek) -> Result<Self, EscrowError> {
+        Self::open_with_clock(database_url, kek, Arc::new(SystemClock)).await
+    }
+
+    /// As [`EscrowService::open`], with an injected clock (tests).
+    pub async fn open_with_clock(database_url: &str, kek: Kek, clock: Arc<dyn Clock>) -> Result<Self, EscrowError> {
+        let db = Db::open(database_url).await?;
+        let sealer = load_or_create_keyring(&db, &kek, clock.now()).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                sealer: ArcSwap::from_pointee(sealer),
+                seal_lock: tokio::sync::RwLock::new(()),
+                clock,
+                kek: std::sync::Mutex::new(kek),
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.db.backend
+    }
+
+    /// The underlying pool (tests and tools that inspect the raw database).
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Id of the KEK currently wrapping the data key.
+    pub fn kek_id(&self) -> String {
+        self.inner.kek.lock().map(|k| k.id()).unwrap_or_default()
+    }
+
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    pub(crate) fn now_us(&self) -> i64 {
+        to_micros(self.now())
+    }
+
+    pub(crate) fn sealer(&self) -> arc_swap::Guard<Arc<Sealer>> {
+        self.inner.sealer.load()
+    }
+
+    pub(crate) fn current_kek(&self) -> Result<Kek, EscrowError> {
+        self.inner.kek.lock().map(|k| k.clone()).map_err(|_| EscrowError::Crypto("the KEK lock is poisoned".into()))
+    }
+
+    pub(crate) async fn seal_lock_write(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.inner.seal_lock.write().await
+    }
+
+    pub(crate) fn replace_sealer(&self, s: Sealer) {
+        self.inner.sealer.store(Arc::new(s));
+    }
+
+    /// Close the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.inner.db.close().await;
+    }
+}
+
+async fn load_or_create_keyring(db: &Db, kek: &Kek, now: OffsetDateTime) -> Result<Sealer, EscrowError> {
+    let mut tx = db.begin_write().await?;
+    let row = sqlx::query("SELECT kek_id, wrapped_dek FROM keyring WHERE id = 1").fetch_optional(&mut *tx).await?;
+    let sealer = match row {
+        Some(row) => {
+            let stored_kek_id: String = row.try_get(0)?;
+            let wrapped: Vec<u8> = row.try_get(1)?;
+            let dek = kek.unwrap_dek(&wrapped).map_err(|_| {
+                EscrowError::Crypto(format!(
+                    "the KEK in use (id {}) does not unwrap this database's data key (wrapped by KEK id {stored_kek_id}); \
+                     restore the right KEK file or systemd credential, or restore a backup into a new database",
+                    kek.id()
+                ))
+            })?;
+            Sealer::new(&dek)?
+        }
+        None => {
+            let dek = Dek::generate()?;
+            let sealer = Sealer::new(&dek)?;
+            sqlx::query("INSERT INTO keyring (id, kek_id, dek_id, wrapped_dek, created_at) VALUES (1, $1, $2, $3, $4)")
+                .bind(kek.id())
+                .bind(sealer.dek_id().to_owned())
+                .bind(kek.wrap(&dek)?)
+                .bind(to_micros(now))
+                .execute(&mut *tx)
+                .await?;
+            sealer
+        }
+    };
+    tx.commit().await?;
+    Ok(sealer)
+}
+
+/// Refuse unless the actor is an operator (or local admin) holding one of `roles`. Returns the role.
+pub(crate) fn require_role(actor: &Actor, roles: &[Role], what: &str) -> Result<Role, EscrowError> {
+    match (&actor.kind, actor.role()) {
+        (ActorKind::Device { .. }, _) | (_, None) => {
+            Err(EscrowError::Forbidden(format!("devices cannot {what}; use an operator API token")))
+        }
+        (_, Some(r)) if roles.contains(&r) => Ok(r),
+        (_, Some(r)) => Err(EscrowError::Forbidden(format!(
+            "the {r} role cannot {what}; it needs one of: {}",
+            roles.iter().map(Role::as_str).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Validate an optional free-text field: bounded length, no control characters.
+pub(crate) fn clean_text(field: &str, v: &str, max: usize) -> Result<String, EscrowError> {
+    let t = v.trim();
+    if t.chars().count() > max {
+        return Err(EscrowError::Validation(format!("{field} is longer than {max} characters")));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(EscrowError::Validation(format!("{field} contains control characters")));
+    }
+    Ok(t.to_owned())
+}
