@@ -1,0 +1,116 @@
+//! Creating the DHCP sockets: options first, then bind, so permission problems surface at start-up.
+
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::error::ResponderError;
+
+/// All_DHCP_Relay_Agents_and_Servers (RFC 8415), where DHCPv6 clients send Information-Requests.
+pub const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+
+fn opt_err(addr: SocketAddr, what: &'static str) -> impl FnOnce(std::io::Error) -> ResponderError {
+    move |source| ResponderError::SocketOption { addr, what, source }
+}
+
+/// Sizes SO_RCVBUF: SO_RCVBUFFORCE (needs CAP_NET_ADMIN, ignores net.core.rmem_max) first, then
+/// SO_RCVBUF (capped by rmem_max). Returns the effective size the kernel reports.
+fn size_receive_buffer(
+    sock: &Socket,
+    addr: SocketAddr,
+    bytes: usize,
+) -> Result<usize, ResponderError> {
+    if bytes > 0 && setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
+        sock.set_recv_buffer_size(bytes)
+            .map_err(opt_err(addr, "SO_RCVBUF"))?;
+    }
+    sock.recv_buffer_size().map_err(opt_err(addr, "SO_RCVBUF"))
+}
+
+/// The bound DHCPv4 socket: SO_REUSEADDR, SO_BROADCAST, IP_PKTINFO, non-blocking.
+pub fn bind_v4(addr: SocketAddrV4, recv_buffer: usize) -> Result<(Socket, usize), ResponderError> {
+    let sa = SocketAddr::V4(addr);
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(opt_err(sa, "socket"))?;
+    sock.set_reuse_address(true)
+        .map_err(opt_err(sa, "SO_REUSEADDR"))?;
+    sock.set_broadcast(true)
+        .map_err(opt_err(sa, "SO_BROADCAST"))?;
+    setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
+        .map_err(|e| opt_err(sa, "IP_PKTINFO")(e.into()))?;
+    let effective = size_receive_buffer(&sock, sa, recv_buffer)?;
+    sock.set_nonblocking(true)
+        .map_err(opt_err(sa, "O_NONBLOCK"))?;
+    sock.bind(&sa.into())
+        .map_err(|e| ResponderError::from_bind(sa, e))?;
+    Ok((sock, effective))
+}
+
+/// The bound DHCPv6 socket on [::]:port: IPV6_V6ONLY, SO_REUSEADDR, IPV6_RECVPKTINFO, non-blocking.
+pub fn bind_v6(port: u16, recv_buffer: usize) -> Result<(Socket, usize), ResponderError> {
+    let sa = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+    let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(opt_err(sa, "socket"))?;
+    sock.set_only_v6(true).map_err(opt_err(sa, "IPV6_V6ONLY"))?;
+    sock.set_reuse_address(true)
+        .map_err(opt_err(sa, "SO_REUSEADDR"))?;
+    setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)
+        .map_err(|e| opt_err(sa, "IPV6_RECVPKTINFO")(e.into()))?;
+    // Replies to link-local clients are sent with an explicit interface; multicast is never sent.
+    let effective = size_receive_buffer(&sock, sa, recv_buffer)?;
+    sock.set_nonblocking(true)
+        .map_err(opt_err(sa, "O_NONBLOCK"))?;
+    sock.bind(&sa.into())
+        .map_err(|e| ResponderError::from_bind(sa, e))?;
+    Ok((sock, effective))
+}
+
+/// Joins ff02::1:2 on one interface.
+pub fn join_v6(sock: &Socket, ifindex: u32, name: &str) -> Result<(), ResponderError> {
+    match sock.join_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex) {
+        Ok(()) => Ok(()),
+        // Already joined (e.g. a re-scan found the same interface again).
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(()),
+        Err(source) => Err(ResponderError::JoinMulticast {
+            interface: name.to_string(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn v4_socket_binds_and_reports_buffer() {
+        let (s, eff) = bind_v4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), 1 << 20).unwrap();
+        assert!(eff > 0);
+        assert!(s.local_addr().unwrap().as_socket_ipv4().unwrap().port() != 0);
+    }
+
+    #[test]
+    fn second_bind_without_reuseport_reports_address_in_use() {
+        let (s, _) = bind_v4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), 0).unwrap();
+        let port = s.local_addr().unwrap().as_socket_ipv4().unwrap().port();
+        // A plain socket (no SO_REUSEADDR) already holding the port makes ours fail with EADDRINUSE.
+        let std_sock = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let taken = std_sock.local_addr().unwrap().port();
+        let err = bind_v4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, taken), 0).unwrap_err();
+        assert!(matches!(err, ResponderError::AddressInUse { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("port {taken}")));
+        drop(s);
+        let _ = port;
+    }
+
+    #[test]
+    fn v6_socket_binds_on_a_high_port() {
+        // IPv6 may be disabled in some sandboxes; then there is nothing to test here.
+        match bind_v6(0, 0) {
+            Ok((s, _)) => assert!(s.only_v6().unwrap()),
+            Err(e) => eprintln!("SKIP: IPv6 not available: {e}"),
+        }
+    }
+}
