@@ -52,14 +52,23 @@ fn rate(threads: usize, op: &(dyn Fn() + Sync)) -> f64 {
 
 fn main() {
     let identity = Arc::new(
-        certs::UnlockIdentity::from_der_parts(data("vector54_cert.der"), &data("vector54_key.pk8.der"))
-            .unwrap(),
+        certs::UnlockIdentity::from_der_parts(
+            data("vector54_cert.der"),
+            &data("vector54_key.pk8.der"),
+        )
+        .unwrap(),
     );
     let raw_key = Pkcs1PrivateDecryptingKey::new(identity.decrypting_key().clone()).unwrap();
-    let store = KeyStore::new(vec![(UnlockKey::new(identity, [7; 32]), CertificatePolicy {
-        enabled: true,
-        allowed_subnets: vec!["192.0.2.0/24".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
-    })])
+    let store = KeyStore::new(vec![(
+        UnlockKey::new(identity, [7; 32]),
+        CertificatePolicy {
+            enabled: true,
+            allowed_subnets: vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
+        },
+    )])
     .unwrap();
     let v4_request = hex_file("v4_request.hex");
     let v6_request = hex_file("v6_request.hex");
@@ -74,7 +83,8 @@ fn main() {
     };
     let pipeline_v4 = || {
         let req = v4::parse_request(black_box(&v4_request)).unwrap();
-        let Decision::Answer(key) = store.decide(&req.nkpu.thumbprint, IpAddr::V4(req.ciaddr)) else {
+        let Decision::Answer(key) = store.decide(&req.nkpu.thumbprint, IpAddr::V4(req.ciaddr))
+        else {
             panic!("not answered");
         };
         let reply = v4::build_reply(&req, &key.answer(&req.nkpu.key_protector));
@@ -99,8 +109,15 @@ fn main() {
     };
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("Network Unlock pure pipeline vs raw RSA-2048 (window {WINDOW:?} per cell, {cores} cores)");
-    println!("{:<44} {:>12} {:>12}", "operation", "1 thread/s", format!("{cores} threads/s"));
+    println!(
+        "Network Unlock pure pipeline vs raw RSA-2048 (window {WINDOW:?} per cell, {cores} cores)"
+    );
+    println!(
+        "{:<44} {:>12} {:>12}",
+        "operation",
+        "1 thread/s",
+        format!("{cores} threads/s")
+    );
     let mut rows = Vec::new();
     let ops: [(&str, &(dyn Fn() + Sync)); 4] = [
         ("raw RSA-2048 PKCS#1 v1.5 decrypt", &rsa),

@@ -176,7 +176,8 @@ pub fn verify_v4_reply(
     if datagram[BOOTP_HEADER_LEN..OPTIONS_OFFSET] != MAGIC_COOKIE {
         return Err(ReplyError::Malformed("no magic cookie"));
     }
-    let opts = parse_options(datagram).map_err(|_| ReplyError::Malformed("options do not parse"))?;
+    let opts =
+        parse_options(datagram).map_err(|_| ReplyError::Malformed("options do not parse"))?;
     if !opts.saw_end {
         return Err(ReplyError::Malformed("options not terminated by END"));
     }

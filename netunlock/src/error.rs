@@ -54,7 +54,9 @@ pub enum NotNkpu {
 pub enum IniError {
     #[error("the file is neither UTF-8 nor UTF-16 with a byte-order mark; save it as UTF-8")]
     Encoding,
-    #[error("line {line}: text outside any [section]; start the file with [SUBNETS] or a [<thumbprint>] section")]
+    #[error(
+        "line {line}: text outside any [section]; start the file with [SUBNETS] or a [<thumbprint>] section"
+    )]
     OutsideSection { line: usize },
     #[error(
         "line {line}: section [{name}] is neither [SUBNETS] nor a 40-hex-digit certificate thumbprint \
@@ -71,9 +73,13 @@ pub enum IniError {
     ReservedSubnetName { line: usize, name: String },
     #[error("line {line}: subnet name `{name}` is defined twice; give each subnet a unique name")]
     DuplicateSubnet { line: usize, name: String },
-    #[error("line {line}: `{value}` is not a subnet in CIDR notation (e.g. 10.0.0.0/24 or 2001:db8::/64)")]
+    #[error(
+        "line {line}: `{value}` is not a subnet in CIDR notation (e.g. 10.0.0.0/24 or 2001:db8::/64)"
+    )]
     BadCidr { line: usize, value: String },
-    #[error("line {line}: `{name}` is not a subnet defined in [SUBNETS]; define it there or comment it out with `;`")]
+    #[error(
+        "line {line}: `{name}` is not a subnet defined in [SUBNETS]; define it there or comment it out with `;`"
+    )]
     UndefinedSubnet { line: usize, name: String },
     #[error(
         "line {line}: expected a subnet name or DISABLED in a certificate section, found `{text}`"

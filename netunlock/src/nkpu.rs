@@ -116,7 +116,11 @@ mod tests {
         for i in 0..KPR_LEN {
             let mut bad = kpr;
             bad[i] ^= 0x01;
-            assert_eq!(open_kpr(&bad, &h(SK)), None, "bit flip at {i} must not open");
+            assert_eq!(
+                open_kpr(&bad, &h(SK)),
+                None,
+                "bit flip at {i} must not open"
+            );
         }
     }
 

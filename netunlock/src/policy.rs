@@ -117,10 +117,19 @@ mod tests {
         assert!(!p.allows_address("10.0.1.7".parse().unwrap()));
         assert!(p.allows_address("2001:db8::1".parse().unwrap()));
         assert!(!p.allows_address("2001:db8:1::1".parse().unwrap()));
-        assert!(p.allows_address("fe80::1".parse().unwrap()), "link-local bypass");
-        assert!(p.allows_address("febf::1".parse().unwrap()), "fe80::/10 upper end");
+        assert!(
+            p.allows_address("fe80::1".parse().unwrap()),
+            "link-local bypass"
+        );
+        assert!(
+            p.allows_address("febf::1".parse().unwrap()),
+            "fe80::/10 upper end"
+        );
         assert!(!p.allows_address("fec0::1".parse().unwrap()));
-        assert!(p.allows_address("::ffff:10.0.0.9".parse().unwrap()), "v4-mapped");
+        assert!(
+            p.allows_address("::ffff:10.0.0.9".parse().unwrap()),
+            "v4-mapped"
+        );
         assert!(policy(true, &[]).allows_address("192.0.2.1".parse().unwrap()));
     }
 

@@ -73,12 +73,13 @@ pub fn parse_request(datagram: &[u8]) -> Result<V4Request, NotNkpu> {
         Some(_) => return Err(NotNkpu::WrongMessageType(0)),
     }
 
-    let vendor_info = opts.vendor_info.as_deref().ok_or(NotNkpu::MissingVendorInfo)?;
+    let vendor_info = opts
+        .vendor_info
+        .as_deref()
+        .ok_or(NotNkpu::MissingVendorInfo)?;
     let (thumb, first_half) = two_sub_options(vendor_info, 1, 2)?;
     let thumb = thumb.ok_or(NotNkpu::MissingThumbprint)?;
-    let thumbprint: Thumbprint = thumb
-        .try_into()
-        .map_err(|_| NotNkpu::BadThumbprintLength)?;
+    let thumbprint: Thumbprint = thumb.try_into().map_err(|_| NotNkpu::BadThumbprintLength)?;
     let first_half = first_half.ok_or(NotNkpu::MissingKeyProtector)?;
     if first_half.len() != HALF_KP {
         return Err(NotNkpu::BadKeyProtectorLength);
@@ -88,8 +89,8 @@ pub fn parse_request(datagram: &[u8]) -> Result<V4Request, NotNkpu> {
         .vivso
         .as_deref()
         .ok_or(NotNkpu::MissingVendorIdentifyingInfo)?;
-    let block = vivso_block(vivso, ENTERPRISE_MICROSOFT)?
-        .ok_or(NotNkpu::MissingVendorIdentifyingInfo)?;
+    let block =
+        vivso_block(vivso, ENTERPRISE_MICROSOFT)?.ok_or(NotNkpu::MissingVendorIdentifyingInfo)?;
     let second_half = one_sub_option(block, 1)?;
     let second_half = second_half.ok_or(NotNkpu::MissingKeyProtector)?;
     if second_half.len() != HALF_KP {

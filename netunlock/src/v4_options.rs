@@ -52,10 +52,18 @@ pub(crate) fn parse_options(datagram: &[u8]) -> Result<V4Options, NotNkpu> {
     // RFC 3396 §5: concatenation order is options field, then file, then sname.
     if let Some(ov) = overload {
         if ov & 1 != 0 {
-            walk(datagram.get(FILE).ok_or(NotNkpu::TooShort)?, &mut opts, false)?;
+            walk(
+                datagram.get(FILE).ok_or(NotNkpu::TooShort)?,
+                &mut opts,
+                false,
+            )?;
         }
         if ov & 2 != 0 {
-            walk(datagram.get(SNAME).ok_or(NotNkpu::TooShort)?, &mut opts, false)?;
+            walk(
+                datagram.get(SNAME).ok_or(NotNkpu::TooShort)?,
+                &mut opts,
+                false,
+            )?;
         }
     }
     Ok(opts)
@@ -131,12 +139,11 @@ impl<'a> Iterator for SubOptions<'a> {
     }
 }
 
+/// Values of two sub-options, each present or not.
+pub(crate) type SubOptionPair<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Collects sub-options `a` and `b` (rejecting duplicates and malformed encodings), position independent.
-pub(crate) fn two_sub_options<'a>(
-    data: &'a [u8],
-    a: u8,
-    b: u8,
-) -> Result<(Option<&'a [u8]>, Option<&'a [u8]>), NotNkpu> {
+pub(crate) fn two_sub_options(data: &[u8], a: u8, b: u8) -> Result<SubOptionPair<'_>, NotNkpu> {
     let (mut first, mut second) = (None, None);
     for item in sub_options(data) {
         let (code, value) = item?;

@@ -75,15 +75,12 @@ impl<'a> Iterator for Options<'a> {
         if self.pos >= self.data.len() {
             return None;
         }
-        let item = self
-            .data
-            .get(self.pos..self.pos + 4)
-            .and_then(|head| {
-                let code = u16::from_be_bytes([head[0], head[1]]);
-                let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-                let value = self.data.get(self.pos + 4..self.pos + 4 + len)?;
-                Some((code, value, 4 + len))
-            });
+        let item = self.data.get(self.pos..self.pos + 4).and_then(|head| {
+            let code = u16::from_be_bytes([head[0], head[1]]);
+            let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            let value = self.data.get(self.pos + 4..self.pos + 4 + len)?;
+            Some((code, value, 4 + len))
+        });
         match item {
             Some((code, value, step)) => {
                 self.pos += step;
@@ -150,10 +147,8 @@ pub fn parse_request(datagram: &[u8]) -> Result<V6Request, NotNkpu> {
     for item in options(&msg[4..]) {
         let (code, value) = item?;
         match code {
-            OPT_CLIENTID => {
-                if client_id.replace(value).is_some() {
-                    return Err(NotNkpu::DuplicateOption);
-                }
+            OPT_CLIENTID if client_id.replace(value).is_some() => {
+                return Err(NotNkpu::DuplicateOption);
             }
             OPT_VENDOR_CLASS => {
                 let (ent, data) = enterprise_of(value)?;
@@ -209,7 +204,9 @@ pub fn parse_request(datagram: &[u8]) -> Result<V6Request, NotNkpu> {
 /// Splits a relay message (Relay-Forward or Relay-Reply) into its hop and the relayed message.
 pub(crate) fn parse_relay(msg: &[u8], msg_type: u8) -> Result<(RelayHop, &[u8]), NotNkpu> {
     if msg.first() != Some(&msg_type) {
-        return Err(NotNkpu::WrongV6MessageType(msg.first().copied().unwrap_or(0)));
+        return Err(NotNkpu::WrongV6MessageType(
+            msg.first().copied().unwrap_or(0),
+        ));
     }
     let header = msg.get(..RELAY_HEADER_LEN).ok_or(NotNkpu::TooShort)?;
     let addr = |at: usize| {

@@ -42,7 +42,7 @@ impl WdsPolicy {
 /// save). The daemon reads the file and passes the result to [`parse_wds_ini`].
 pub fn decode_ini_bytes(bytes: &[u8]) -> Result<String, IniError> {
     let utf16 = |rest: &[u8], be: bool| {
-        if rest.len() % 2 != 0 {
+        if !rest.len().is_multiple_of(2) {
             return Err(IniError::Encoding);
         }
         let units = rest.chunks_exact(2).map(|c| {
@@ -198,8 +198,7 @@ fn parse_section_name(name: &str, line: usize) -> Result<Section, IniError> {
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 

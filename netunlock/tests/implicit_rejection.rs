@@ -14,7 +14,11 @@ fn corrupted_key_protectors_get_unopenable_answers() {
     let other_secret = unlock_key(2);
     let good = kp();
     assert_eq!(key.answer(&good), arr::<60>(KPR), "valid path unaffected");
-    assert_eq!(other_secret.answer(&good), arr::<60>(KPR), "secret plays no part for a valid KP");
+    assert_eq!(
+        other_secret.answer(&good),
+        arr::<60>(KPR),
+        "secret plays no part for a valid KP"
+    );
 
     let mut rng = XorShift(42);
     for round in 0..16 {
@@ -34,9 +38,21 @@ fn corrupted_key_protectors_get_unopenable_answers() {
         assert_eq!(a.len(), 60);
         assert_ne!(a, arr::<60>(KPR), "round {round}");
         assert_eq!(a, key.answer(&bad), "deterministic, round {round}");
-        assert_eq!(a, same_secret.answer(&bad), "depends only on KP and secret, round {round}");
-        assert_ne!(a, other_secret.answer(&bad), "different secret, round {round}");
-        assert_eq!(open_kpr(&a, &arr(SK)), None, "must not open under the client's SK, round {round}");
+        assert_eq!(
+            a,
+            same_secret.answer(&bad),
+            "depends only on KP and secret, round {round}"
+        );
+        assert_ne!(
+            a,
+            other_secret.answer(&bad),
+            "different secret, round {round}"
+        );
+        assert_eq!(
+            open_kpr(&a, &arr(SK)),
+            None,
+            "must not open under the client's SK, round {round}"
+        );
     }
 }
 
@@ -46,10 +62,7 @@ fn key_protector_of_the_wrong_length_is_rejected_implicitly() {
     // the rejection answer.
     use aws_lc_rs::rsa::{Pkcs1PublicEncryptingKey, PublicEncryptingKey};
     let identity = identity();
-    let public = PublicEncryptingKey::from_der(
-        &x509_spki(identity.cert_der()),
-    )
-    .unwrap();
+    let public = PublicEncryptingKey::from_der(&x509_spki(identity.cert_der())).unwrap();
     let enc = Pkcs1PublicEncryptingKey::new(public).unwrap();
     let key = unlock_key(5);
     for len in [1usize, 32, 63, 65, 200] {

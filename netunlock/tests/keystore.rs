@@ -54,10 +54,19 @@ fn decide_covers_every_outcome() {
             unlock_key(1),
             CertificatePolicy {
                 enabled: true,
-                allowed_subnets: vec!["192.0.2.0/24".parse().unwrap(), "2001:db8::/64".parse().unwrap()],
+                allowed_subnets: vec![
+                    "192.0.2.0/24".parse().unwrap(),
+                    "2001:db8::/64".parse().unwrap(),
+                ],
             },
         ),
-        (second, CertificatePolicy { enabled: false, allowed_subnets: vec![] }),
+        (
+            second,
+            CertificatePolicy {
+                enabled: false,
+                allowed_subnets: vec![],
+            },
+        ),
     ])
     .unwrap();
     assert_eq!(store.len(), 2);
@@ -65,19 +74,51 @@ fn decide_covers_every_outcome() {
     assert_eq!(store.keys().count(), 2);
 
     let first: [u8; 20] = arr(THUMBPRINT);
-    assert!(matches!(store.decide(&first, ip("192.0.2.10")), Decision::Answer(k) if k.thumbprint() == first));
-    assert!(matches!(store.decide(&first, ip("198.51.100.1")), Decision::SubnetRefused));
-    assert!(matches!(store.decide(&first, ip("0.0.0.0")), Decision::SubnetRefused));
-    assert!(matches!(store.decide(&first, ip("2001:db8::5")), Decision::Answer(_)));
-    assert!(matches!(store.decide(&first, ip("2001:db8:1::5")), Decision::SubnetRefused));
-    assert!(matches!(store.decide(&first, ip("fe80::216:3eff:fe01:1122")), Decision::Answer(_)), "v6 link-local bypass");
-    assert!(matches!(store.decide(&second_thumb, ip("192.0.2.10")), Decision::Disabled));
-    assert!(matches!(store.decide(&[0; 20], ip("192.0.2.10")), Decision::UnknownCertificate));
-    assert_eq!(store.decide(&[0; 20], ip("192.0.2.10")).label(), "unknown_certificate");
+    assert!(
+        matches!(store.decide(&first, ip("192.0.2.10")), Decision::Answer(k) if k.thumbprint() == first)
+    );
+    assert!(matches!(
+        store.decide(&first, ip("198.51.100.1")),
+        Decision::SubnetRefused
+    ));
+    assert!(matches!(
+        store.decide(&first, ip("0.0.0.0")),
+        Decision::SubnetRefused
+    ));
+    assert!(matches!(
+        store.decide(&first, ip("2001:db8::5")),
+        Decision::Answer(_)
+    ));
+    assert!(matches!(
+        store.decide(&first, ip("2001:db8:1::5")),
+        Decision::SubnetRefused
+    ));
+    assert!(
+        matches!(
+            store.decide(&first, ip("fe80::216:3eff:fe01:1122")),
+            Decision::Answer(_)
+        ),
+        "v6 link-local bypass"
+    );
+    assert!(matches!(
+        store.decide(&second_thumb, ip("192.0.2.10")),
+        Decision::Disabled
+    ));
+    assert!(matches!(
+        store.decide(&[0; 20], ip("192.0.2.10")),
+        Decision::UnknownCertificate
+    ));
+    assert_eq!(
+        store.decide(&[0; 20], ip("192.0.2.10")).label(),
+        "unknown_certificate"
+    );
 
     let empty = KeyStore::empty();
     assert!(empty.is_empty());
-    assert!(matches!(empty.decide(&first, ip("192.0.2.10")), Decision::UnknownCertificate));
+    assert!(matches!(
+        empty.decide(&first, ip("192.0.2.10")),
+        Decision::UnknownCertificate
+    ));
 }
 
 #[test]
@@ -93,7 +134,10 @@ fn two_enabled_certificates_each_answer_their_own_requests() {
     let Decision::Answer(k) = store.decide(&second_thumb, ip("10.0.0.1")) else {
         panic!("second certificate must be answered");
     };
-    assert_eq!(netunlock::open_kpr(&k.answer(&kp), &secrets.sk), Some(secrets.ck));
+    assert_eq!(
+        netunlock::open_kpr(&k.answer(&kp), &secrets.sk),
+        Some(secrets.ck)
+    );
     let Decision::Answer(k) = store.decide(&arr(THUMBPRINT), ip("10.0.0.1")) else {
         panic!("first certificate must be answered");
     };
@@ -107,5 +151,10 @@ fn duplicate_thumbprint_is_refused() {
         (unlock_key(2), CertificatePolicy::allow_all()),
     ])
     .unwrap_err();
-    assert_eq!(err, KeyStoreError::DuplicateThumbprint { thumbprint: THUMBPRINT.into() });
+    assert_eq!(
+        err,
+        KeyStoreError::DuplicateThumbprint {
+            thumbprint: THUMBPRINT.into()
+        }
+    );
 }

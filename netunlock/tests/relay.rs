@@ -30,7 +30,12 @@ fn hop(hop_count: u8, link: &str, peer: &str, interface_id: Option<&[u8]>) -> Re
 
 #[test]
 fn one_relay() {
-    let h = hop(0, "2001:db8:1::1", "fe80::216:3eff:fe01:1122", Some(b"eth0.42"));
+    let h = hop(
+        0,
+        "2001:db8:1::1",
+        "fe80::216:3eff:fe01:1122",
+        Some(b"eth0.42"),
+    );
     let forward = wrap_relay_forward(&hex_file("v6_request.hex"), &h);
     let req = v6::parse_request(&forward).unwrap();
     assert_eq!(req.relay_hops, vec![h.clone()]);
@@ -40,7 +45,11 @@ fn one_relay() {
     );
     assert_eq!(req.nkpu.key_protector, kp());
 
-    let reply = v6::build_reply(&req, &server_duid(), &unlock_key(1).answer(&req.nkpu.key_protector));
+    let reply = v6::build_reply(
+        &req,
+        &server_duid(),
+        &unlock_key(1).answer(&req.nkpu.key_protector),
+    );
     assert_eq!(reply[0], 13, "Relay-Reply");
     let (echoed, inner) = unwrap_relay_reply(&reply).unwrap();
     assert_eq!(echoed, h);
@@ -57,10 +66,18 @@ fn two_nested_relays_without_interface_id() {
         &far,
     );
     let req = v6::parse_request(&forward).unwrap();
-    assert_eq!(req.relay_hops, vec![far.clone(), near.clone()], "outermost first");
+    assert_eq!(
+        req.relay_hops,
+        vec![far.clone(), near.clone()],
+        "outermost first"
+    );
     assert_eq!(req.innermost_peer(), Some("fe80::1".parse().unwrap()));
 
-    let reply = v6::build_reply(&req, &server_duid(), &unlock_key(1).answer(&req.nkpu.key_protector));
+    let reply = v6::build_reply(
+        &req,
+        &server_duid(),
+        &unlock_key(1).answer(&req.nkpu.key_protector),
+    );
     let (outer_hop, middle) = unwrap_relay_reply(&reply).unwrap();
     assert_eq!(outer_hop, far);
     let (inner_hop, inner) = unwrap_relay_reply(&middle).unwrap();
@@ -86,10 +103,17 @@ fn v4_relay_gets_giaddr_echoed_and_is_addressed_to_the_relay() {
     let req = v4::parse_request(&request).unwrap();
     assert_eq!(
         v4::reply_target(&req),
-        Some(ReplyTarget::Relay(SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 1), 67)))
+        Some(ReplyTarget::Relay(SocketAddrV4::new(
+            Ipv4Addr::new(10, 1, 2, 1),
+            67
+        )))
     );
     let reply = v4::build_reply(&req, &unlock_key(1).answer(&req.nkpu.key_protector));
-    assert_eq!(&reply[24..28], &[10, 1, 2, 1], "giaddr echoed for the relay");
+    assert_eq!(
+        &reply[24..28],
+        &[10, 1, 2, 1],
+        "giaddr echoed for the relay"
+    );
     assert_eq!(&reply[16..20], &[10, 1, 2, 3], "yiaddr = client address");
     assert_eq!(&reply[10..12], &[0x80, 0], "broadcast flag echoed");
     verify_v4_reply(&reply, params.xid, &params.mac, &secrets()).unwrap();
@@ -97,5 +121,9 @@ fn v4_relay_gets_giaddr_echoed_and_is_addressed_to_the_relay() {
     let mut no_address = req.clone();
     no_address.giaddr = Ipv4Addr::UNSPECIFIED;
     no_address.ciaddr = Ipv4Addr::UNSPECIFIED;
-    assert_eq!(v4::reply_target(&no_address), None, "nowhere to send: stay silent");
+    assert_eq!(
+        v4::reply_target(&no_address),
+        None,
+        "nowhere to send: stay silent"
+    );
 }

@@ -147,7 +147,12 @@ fn client_verifies_the_expected_replies() {
         Err(ReplyError::XidMismatch)
     );
     assert_eq!(
-        verify_v4_reply(&hex_file("v4_reply.hex"), 0x1122_3344, &[2, 0, 0, 0, 0xab, 0xce], &s),
+        verify_v4_reply(
+            &hex_file("v4_reply.hex"),
+            0x1122_3344,
+            &[2, 0, 0, 0, 0xab, 0xce],
+            &s
+        ),
         Err(ReplyError::ChaddrMismatch)
     );
     assert_eq!(
