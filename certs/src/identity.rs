@@ -142,7 +142,7 @@ fn build(
 
 pub(crate) fn parse_cert<'a>(der: &'a [u8], path: &Path) -> Result<X509Certificate<'a>, CertError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(CertError::InvalidCertificate {
             path: path.to_path_buf(),
             reason: "trailing bytes after the certificate".into(),

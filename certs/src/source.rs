@@ -23,11 +23,11 @@ pub(crate) fn looks_like_pem(bytes: &[u8]) -> bool {
     bytes.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
+/// One decoded PEM section; the DER is wiped on drop since it may be a private key.
+pub(crate) type PemSection = (SectionKind, Zeroizing<Vec<u8>>);
+
 /// All sections of a PEM buffer with their kinds; malformed PEM is an error naming `path`.
-pub(crate) fn pem_sections(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<Vec<(SectionKind, Zeroizing<Vec<u8>>)>, CertError> {
+pub(crate) fn pem_sections(bytes: &[u8], path: &Path) -> Result<Vec<PemSection>, CertError> {
     let mut out = Vec::new();
     for item in <(SectionKind, Vec<u8>) as PemObject>::pem_slice_iter(bytes) {
         let (kind, der) = item.map_err(|e| pem_error(path, &e))?;
@@ -46,7 +46,7 @@ fn pem_error(path: &Path, e: &pem::Error) -> CertError {
 /// Checks that `der` is exactly one parseable X.509 certificate.
 pub(crate) fn check_certificate_der(der: &[u8], path: &Path) -> Result<(), CertError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, _)) if rest.is_empty() => Ok(()),
+        Ok(([], _)) => Ok(()),
         Ok(_) => Err(CertError::InvalidCertificate {
             path: path.to_path_buf(),
             reason: "trailing bytes after the certificate".into(),

@@ -158,6 +158,11 @@ fn pfx_made_by_openssl() {
         let id = load_unlock_identity(&legacy, None, Some("Passw0rd!")).unwrap();
         assert_eq!(id.thumbprint_hex(), VECTOR_THUMBPRINT);
     }
+    // `-legacy`: RC2-40 certificate bag + 3DES key bag, what older Windows exports use.
+    if let Some(rc2) = openssl_export(dir.path(), "rc2.pfx", &["-legacy"], "Passw0rd!") {
+        let id = load_unlock_identity(&rc2, None, Some("Passw0rd!")).unwrap();
+        assert_eq!(id.thumbprint_hex(), VECTOR_THUMBPRINT);
+    }
     if let Some(aes) = openssl_export(
         dir.path(),
         "aes.pfx",
