@@ -26,16 +26,28 @@ pub(crate) struct Check {
 
 impl Check {
     pub(crate) fn ok(detail: impl Into<String>) -> Self {
-        Self { state: CheckState::Ok, detail: detail.into() }
+        Self {
+            state: CheckState::Ok,
+            detail: detail.into(),
+        }
     }
     pub(crate) fn failed(detail: impl Into<String>) -> Self {
-        Self { state: CheckState::Failed, detail: detail.into() }
+        Self {
+            state: CheckState::Failed,
+            detail: detail.into(),
+        }
     }
     pub(crate) fn disabled() -> Self {
-        Self { state: CheckState::Disabled, detail: "disabled in the configuration".into() }
+        Self {
+            state: CheckState::Disabled,
+            detail: "disabled in the configuration".into(),
+        }
     }
     pub(crate) fn unknown() -> Self {
-        Self { state: CheckState::Unknown, detail: "not checked yet".into() }
+        Self {
+            state: CheckState::Unknown,
+            detail: "not checked yet".into(),
+        }
     }
     fn healthy(&self) -> bool {
         matches!(self.state, CheckState::Ok | CheckState::Disabled)
@@ -53,8 +65,15 @@ pub(crate) struct HealthReport {
 }
 
 impl HealthReport {
-    pub(crate) fn new(responder: Check, database: Check, certificates: Check, audit_chain: Check) -> Self {
-        let healthy = [&responder, &database, &certificates, &audit_chain].iter().all(|c| c.healthy());
+    pub(crate) fn new(
+        responder: Check,
+        database: Check,
+        certificates: Check,
+        audit_chain: Check,
+    ) -> Self {
+        let healthy = [&responder, &database, &certificates, &audit_chain]
+            .iter()
+            .all(|c| c.healthy());
         Self {
             status: if healthy { "ok" } else { "failed" },
             version: env!("CARGO_PKG_VERSION"),
@@ -72,7 +91,8 @@ impl HealthReport {
     /// The watchdog only needs the daemon to be alive and serving, not every certificate valid:
     /// restarting would not fix an expired certificate.
     pub(crate) fn alive(&self) -> bool {
-        !matches!(self.responder.state, CheckState::Failed) && !matches!(self.database.state, CheckState::Failed)
+        !matches!(self.responder.state, CheckState::Failed)
+            && !matches!(self.database.state, CheckState::Failed)
     }
 }
 
@@ -103,13 +123,39 @@ mod tests {
 
     #[test]
     fn disabled_components_are_healthy_failed_ones_are_not() {
-        let r = HealthReport::new(Check::ok("bound"), Check::disabled(), Check::ok("1 valid"), Check::disabled());
+        let r = HealthReport::new(
+            Check::ok("bound"),
+            Check::disabled(),
+            Check::ok("1 valid"),
+            Check::disabled(),
+        );
         assert!(r.healthy() && r.alive());
-        let r = HealthReport::new(Check::ok("bound"), Check::ok("ok"), Check::failed("expired"), Check::ok("ok"));
+        let r = HealthReport::new(
+            Check::ok("bound"),
+            Check::ok("ok"),
+            Check::failed("expired"),
+            Check::ok("ok"),
+        );
         assert!(!r.healthy());
-        assert!(r.alive(), "an expired certificate must not make systemd restart the daemon");
-        let r = HealthReport::new(Check::failed("stalled"), Check::ok("ok"), Check::ok("ok"), Check::ok("ok"));
+        assert!(
+            r.alive(),
+            "an expired certificate must not make systemd restart the daemon"
+        );
+        let r = HealthReport::new(
+            Check::failed("stalled"),
+            Check::ok("ok"),
+            Check::ok("ok"),
+            Check::ok("ok"),
+        );
         assert!(!r.alive());
-        assert!(!HealthReport::new(Check::unknown(), Check::unknown(), Check::unknown(), Check::unknown()).healthy());
+        assert!(
+            !HealthReport::new(
+                Check::unknown(),
+                Check::unknown(),
+                Check::unknown(),
+                Check::unknown()
+            )
+            .healthy()
+        );
     }
 }

@@ -26,7 +26,10 @@ pub(crate) struct LoadedCertificate {
 }
 
 /// The certificates to load: the configured ones, or the generated one in the state directory.
-pub(crate) fn certificate_settings(unlock: &UnlockSettings, state: &StateDir) -> Vec<CertificateSettings> {
+pub(crate) fn certificate_settings(
+    unlock: &UnlockSettings,
+    state: &StateDir,
+) -> Vec<CertificateSettings> {
     if !unlock.certificates.is_empty() {
         return unlock.certificates.clone();
     }
@@ -50,10 +53,14 @@ pub(crate) fn load(
 ) -> Result<(KeyStore, Vec<LoadedCertificate>)> {
     let wds = match &unlock.subnet_policy {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the subnet policy file {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the subnet policy file {}", path.display())
+            })?;
             Some(netunlock::parse_wds_ini(&text).with_context(|| {
-                format!("the subnet policy file {} is malformed (WDS would stop answering too); fix it", path.display())
+                format!(
+                    "the subnet policy file {} is malformed (WDS would stop answering too); fix it",
+                    path.display()
+                )
             })?)
         }
         None => None,
@@ -63,20 +70,31 @@ pub(crate) fn load(
     let mut summary = Vec::new();
     for settings in certificate_settings(unlock, state) {
         let identity = load_identity(&settings)?;
-        let configured = CertificatePolicy { enabled: settings.enabled, allowed_subnets: settings.allowed_subnets.clone() };
+        let configured = CertificatePolicy {
+            enabled: settings.enabled,
+            allowed_subnets: settings.allowed_subnets.clone(),
+        };
         let thumbprint = identity.thumbprint();
-        let policy = CertificatePolicy::merge_wds(configured, wds.as_ref().and_then(|w| w.policy_for(&thumbprint)));
+        let policy = CertificatePolicy::merge_wds(
+            configured,
+            wds.as_ref().and_then(|w| w.policy_for(&thumbprint)),
+        );
         summary.push(LoadedCertificate {
             thumbprint_hex: identity.thumbprint_hex(),
             subject: identity.subject().to_string(),
             not_after: identity.not_after(),
             enabled: policy.enabled,
-            allowed_subnets: policy.allowed_subnets.iter().map(ToString::to_string).collect(),
+            allowed_subnets: policy
+                .allowed_subnets
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             source: settings.cert.clone(),
         });
         entries.push((UnlockKey::new(Arc::new(identity), rejection_secret), policy));
     }
-    let store = KeyStore::new(entries).context("the configured Network Unlock certificates conflict")?;
+    let store =
+        KeyStore::new(entries).context("the configured Network Unlock certificates conflict")?;
     Ok((store, summary))
 }
 
@@ -84,8 +102,11 @@ fn load_identity(settings: &CertificateSettings) -> Result<certs::UnlockIdentity
     let password = match &settings.pfx_password_file {
         Some(p) => {
             check_private_file(p, "the .pfx password file")?;
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-            Some(zeroize::Zeroizing::new(text.lines().next().unwrap_or("").to_string()))
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            Some(zeroize::Zeroizing::new(
+                text.lines().next().unwrap_or("").to_string(),
+            ))
         }
         None => None,
     };
@@ -94,6 +115,15 @@ fn load_identity(settings: &CertificateSettings) -> Result<certs::UnlockIdentity
         // A .pfx holds the private key itself.
         None => check_private_file(&settings.cert, "the Network Unlock .pfx file")?,
     }
-    certs::load_unlock_identity(&settings.cert, settings.key.as_deref(), password.as_ref().map(|p| p.as_str()))
-        .with_context(|| format!("cannot load the Network Unlock certificate {}", settings.cert.display()))
+    certs::load_unlock_identity(
+        &settings.cert,
+        settings.key.as_deref(),
+        password.as_ref().map(|p| p.as_str()),
+    )
+    .with_context(|| {
+        format!(
+            "cannot load the Network Unlock certificate {}",
+            settings.cert.display()
+        )
+    })
 }

@@ -13,16 +13,22 @@ pub(crate) fn registry() -> Result<Registry> {
         &["version", "rustc"],
     )
     .context("cannot create netunlockd_build_info")?;
-    build.with_label_values(&[env!("CARGO_PKG_VERSION"), rustc_version()]).set(1);
-    registry.register(Box::new(build)).context("cannot register netunlockd_build_info")?;
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), rustc_version()])
+        .set(1);
+    registry
+        .register(Box::new(build))
+        .context("cannot register netunlockd_build_info")?;
     // process_* (resident memory, open fds, start time, CPU) from /proc/self.
     let process = prometheus::process_collector::ProcessCollector::for_self();
-    registry.register(Box::new(process)).context("cannot register the process metrics")?;
+    registry
+        .register(Box::new(process))
+        .context("cannot register the process metrics")?;
     Ok(registry)
 }
 
 fn rustc_version() -> &'static str {
-    option_env!("NETUNLOCKD_RUSTC_VERSION").unwrap_or("unknown")
+    env!("NETUNLOCKD_RUSTC_VERSION")
 }
 
 /// Prometheus text exposition of everything registered.

@@ -27,9 +27,9 @@ pub(crate) struct MetricsServer {
 
 impl MetricsServer {
     pub(crate) async fn bind(addr: SocketAddr, registry: Registry, health: Health) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr} (metrics.listen); is the port in use?"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen for metrics on {addr} (metrics.listen); is the port in use?")
+        })?;
         let router = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
@@ -51,13 +51,24 @@ impl MetricsServer {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     match crate::metrics::render(&state.registry) {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")).into_response(),
     }
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let report = state.health.get();
-    let status = if report.healthy() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if report.healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(report.as_ref().clone())).into_response()
 }

@@ -18,8 +18,9 @@ pub(crate) fn install_abort_on_panic() {
 /// Keeps private keys, CK/SK and recovery passwords out of core dumps and away from ptrace by
 /// other processes of the same user.
 pub(crate) fn make_undumpable() -> Result<()> {
-    nix::sys::prctl::set_dumpable(false)
-        .map_err(|e| anyhow::anyhow!("cannot mark the process non-dumpable (prctl PR_SET_DUMPABLE): {e}"))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| {
+        anyhow::anyhow!("cannot mark the process non-dumpable (prctl PR_SET_DUMPABLE): {e}")
+    })?;
     let no_core = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     if let Err(e) = no_core {
         tracing::warn!("cannot disable core dumps (RLIMIT_CORE): {e}");
@@ -67,7 +68,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k.key");
         std::fs::write(&key, b"x").unwrap();
-        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o644, false), (0o606, false), (0o620, false)] {
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, false),
+            (0o644, false),
+            (0o606, false),
+            (0o620, false),
+        ] {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
             let r = check_private_file(&key, "key");
             assert_eq!(r.is_ok(), ok, "mode {mode:o}: {r:?}");

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +19,7 @@ use crate::{keys, logging, security};
 mod components;
 mod summary;
 
-pub(crate) use components::{Components, EscrowRuntime, UnlockRuntime};
+pub(crate) use components::Components;
 
 /// How long in-flight work may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +56,10 @@ async fn serve(config: Config) -> Result<()> {
     // Everything that can fail (keys, database, privileged ports) fails here, before READY.
     let components = Components::start(&config, &state, &registry).await?;
     let metrics = match config.metrics_listen {
-        Some(addr) => Some(crate::metrics_http::MetricsServer::bind(addr, registry.clone(), health.clone()).await?),
+        Some(addr) => Some(
+            crate::metrics_http::MetricsServer::bind(addr, registry.clone(), health.clone())
+                .await?,
+        ),
         None => None,
     };
     let metrics_addr: Option<SocketAddr> = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
@@ -69,13 +71,23 @@ async fn serve(config: Config) -> Result<()> {
         let token = shutdown.clone();
         tasks.spawn(async move { m.run(token).await });
     }
-    tasks.spawn(components::health_task(reloaders.health_sources.clone(), health.clone(), shutdown.clone()));
+    tasks.spawn(components::health_task(
+        reloaders.health_sources.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     if let Some(interval) = watchdog_interval() {
         tasks.spawn(watchdog(interval, health.clone(), shutdown.clone()));
     }
 
     tracing::info!("netunlockd ready");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("serving"),
+        ],
+    );
 
     let outcome = signals(&config, &state, &reloaders, &shutdown, &mut tasks).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -139,20 +151,27 @@ fn reload(config: &Config, state: &StateDir, reloaders: &components::Reloaders) 
     if let (Some(unlock), Some(rt)) = (&config.unlock, &reloaders.unlock) {
         match keys::load(unlock, state, rt.rejection_secret) {
             Ok((store, loaded)) => {
-                rt.metrics.set_certificates(&store, time::OffsetDateTime::now_utc());
+                rt.metrics
+                    .set_certificates(&store, time::OffsetDateTime::now_utc());
                 rt.keys.store(Arc::new(store));
                 for c in &loaded {
                     tracing::info!(thumbprint = %c.thumbprint_hex, subject = %c.subject, enabled = c.enabled, "certificate loaded");
                 }
-                *rt.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
+                *rt.loaded
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
             }
-            Err(e) => tracing::error!("reload failed, still serving the previous certificates: {e:#}"),
+            Err(e) => {
+                tracing::error!("reload failed, still serving the previous certificates: {e:#}")
+            }
         }
     }
     if let Some(tls) = &reloaders.escrow_tls {
         match tls.reload() {
             Ok(()) => tracing::info!("escrow TLS certificate reloaded"),
-            Err(e) => tracing::error!("escrow TLS reload failed, still serving the previous certificate: {e}"),
+            Err(e) => tracing::error!(
+                "escrow TLS reload failed, still serving the previous certificate: {e}"
+            ),
         }
     }
 }
@@ -186,9 +205,9 @@ async fn watchdog(interval: Duration, health: Health, shutdown: CancellationToke
 }
 
 // Exposed for `config check`, which loads the same things without binding.
-pub(crate) use components::check_without_binding;
+pub(crate) use components::{chain_intact, check_without_binding, describe_chain};
 
 /// The KEK for one-shot commands: the credential or the existing file (never created here).
-pub(crate) fn load_kek_for_cli(e: &crate::config::EscrowSettings) -> Result<escrow::Kek> {
+pub(crate) fn load_kek_for_cli(e: &config::EscrowSettings) -> Result<escrow::Kek> {
     components::load_kek(e, false)
 }

@@ -25,21 +25,30 @@ pub(crate) struct StateDir {
 
 impl StateDir {
     pub(crate) fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf() }
+        Self {
+            root: root.to_path_buf(),
+        }
     }
 
+    #[cfg(test)]
     pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     pub(crate) fn unlock_cert(&self) -> PathBuf {
-        self.root.join(UNLOCK_DIR).join(format!("{UNLOCK_BASE}.pem"))
+        self.root
+            .join(UNLOCK_DIR)
+            .join(format!("{UNLOCK_BASE}.pem"))
     }
     pub(crate) fn unlock_key(&self) -> PathBuf {
-        self.root.join(UNLOCK_DIR).join(format!("{UNLOCK_BASE}.key"))
+        self.root
+            .join(UNLOCK_DIR)
+            .join(format!("{UNLOCK_BASE}.key"))
     }
     pub(crate) fn unlock_cer(&self) -> PathBuf {
-        self.root.join(UNLOCK_DIR).join(format!("{UNLOCK_BASE}.cer"))
+        self.root
+            .join(UNLOCK_DIR)
+            .join(format!("{UNLOCK_BASE}.cer"))
     }
     pub(crate) fn tls_cert(&self) -> PathBuf {
         self.root.join(TLS_DIR).join(format!("{TLS_BASE}.pem"))
@@ -72,10 +81,15 @@ impl StateDir {
         }
         let dir = self.root.join(UNLOCK_DIR);
         create_private_dir(&dir)?;
-        let generated = certs::generate_unlock_certificate("BitLocker Network Unlock certificate", 3650)
-            .context("cannot generate the Network Unlock certificate")?;
-        certs::write_unlock_files(&dir, UNLOCK_BASE, &generated)
-            .with_context(|| format!("cannot write the Network Unlock certificate into {}", dir.display()))?;
+        let generated =
+            certs::generate_unlock_certificate("BitLocker Network Unlock certificate", 3650)
+                .context("cannot generate the Network Unlock certificate")?;
+        certs::write_unlock_files(&dir, UNLOCK_BASE, &generated).with_context(|| {
+            format!(
+                "cannot write the Network Unlock certificate into {}",
+                dir.display()
+            )
+        })?;
         Ok(true)
     }
 
@@ -99,7 +113,8 @@ impl StateDir {
         // A half-written pair from an interrupted start is replaced as a whole.
         for p in [&cert, &key] {
             if p.exists() {
-                std::fs::remove_file(p).with_context(|| format!("cannot replace {}", p.display()))?;
+                std::fs::remove_file(p)
+                    .with_context(|| format!("cannot replace {}", p.display()))?;
             }
         }
         certs::write_private_pem(&key, &generated.key_pem)?;
@@ -112,7 +127,14 @@ impl StateDir {
     pub(crate) fn server_duid(&self, create: bool) -> Result<Vec<u8>> {
         let path = self.duid_file();
         match std::fs::read(&path) {
-            Ok(bytes) => return parse_duid_file(&bytes).with_context(|| format!("{} is corrupt; delete it to create a new DUID", path.display())),
+            Ok(bytes) => {
+                return parse_duid_file(&bytes).with_context(|| {
+                    format!(
+                        "{} is corrupt; delete it to create a new DUID",
+                        path.display()
+                    )
+                });
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -143,7 +165,12 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .recursive(true)
         .mode(0o750)
         .create(dir)
-        .with_context(|| format!("cannot create the directory {} (does the service user own its parent?)", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create the directory {} (does the service user own its parent?)",
+                dir.display()
+            )
+        })?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
         .with_context(|| format!("cannot set the mode of {}", dir.display()))
 }
@@ -192,7 +219,11 @@ mod tests {
         assert!(state.unlock_cer().exists());
         assert!(state.ensure_tls_certificate(&[]).unwrap());
         assert!(!state.ensure_tls_certificate(&[]).unwrap());
-        let mode = std::fs::metadata(state.root()).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(state.root())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o750);
         crate::security::check_private_file(&state.unlock_key(), "key").unwrap();
         crate::security::check_private_file(&state.tls_key(), "key").unwrap();

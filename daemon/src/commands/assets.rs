@@ -16,18 +16,30 @@ pub(crate) fn run(out_dir: &Path) -> Result<ExitCode> {
     }
     let cmd = Cli::command();
     write_man(&cmd, "netunlockd", &man_dir)?;
-    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
         let mut c = Cli::command();
         clap_complete::generate_to(shell, &mut c, "netunlockd", &completions)
             .with_context(|| format!("cannot write {shell} completions"))?;
     }
-    println!("wrote man pages to {} and completions to {}", man_dir.display(), completions.display());
+    println!(
+        "wrote man pages to {} and completions to {}",
+        man_dir.display(),
+        completions.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// netunlockd.8, then netunlockd-<sub>.8 for every visible subcommand (recursively).
 fn write_man(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
-    let cmd = cmd.clone().name(name.to_string()).display_name(name.to_string());
+    let cmd = cmd
+        .clone()
+        .name(name.to_owned())
+        .display_name(name.to_owned())
+        .bin_name(name.replace('-', " "));
     let man = clap_mangen::Man::new(cmd.clone()).section("8");
     let mut buf = Vec::new();
     man.render(&mut buf).context("cannot render a man page")?;
@@ -54,7 +66,11 @@ mod tests {
         run(dir.path()).unwrap();
         assert!(dir.path().join("man/netunlockd.8").exists());
         assert!(dir.path().join("man/netunlockd-serve.8").exists());
-        assert!(dir.path().join("man/netunlockd-certs-new-unlock.8").exists());
+        assert!(
+            dir.path()
+                .join("man/netunlockd-certs-new-unlock.8")
+                .exists()
+        );
         assert!(dir.path().join("completions/netunlockd.bash").exists());
         assert!(dir.path().join("completions/_netunlockd").exists());
         assert!(dir.path().join("completions/netunlockd.fish").exists());

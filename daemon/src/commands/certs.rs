@@ -8,15 +8,27 @@ use crate::cli::CertsCommand;
 
 pub(crate) fn run(cmd: CertsCommand) -> Result<ExitCode> {
     match cmd {
-        CertsCommand::NewUnlock { out_dir, name, common_name, days } => {
-            std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+        CertsCommand::NewUnlock {
+            out_dir,
+            name,
+            common_name,
+            days,
+        } => {
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
             let generated = certs::generate_unlock_certificate(&common_name, days)?;
             let files = certs::write_unlock_files(&out_dir, &name, &generated)?;
             let thumbprint = hex::encode(generated.thumbprint);
             println!("thumbprint: {thumbprint}");
-            println!("private key: {} (mode 0600; keep it on this appliance)", files.key.display());
+            println!(
+                "private key: {} (mode 0600; keep it on this appliance)",
+                files.key.display()
+            );
             println!("certificate: {}", files.cert_pem.display());
-            println!("certificate for the Group Policy: {}", files.cert_cer.display());
+            println!(
+                "certificate for the Group Policy: {}",
+                files.cert_cer.display()
+            );
             println!();
             println!("{}", certs::gpo_instructions(&files, &thumbprint));
             Ok(ExitCode::SUCCESS)
@@ -26,7 +38,11 @@ pub(crate) fn run(cmd: CertsCommand) -> Result<ExitCode> {
             let inspection = certs::inspect_certificate(&der, time::OffsetDateTime::now_utc())?;
             println!("{inspection}");
             // Non-zero when something would stop Network Unlock, so scripts can check a certificate.
-            Ok(if inspection.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if inspection.warnings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
     }
 }

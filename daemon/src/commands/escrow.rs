@@ -10,12 +10,16 @@ use escrow::client::{ApiClient, ApiClientConfig, ServerTrust};
 use escrow::wire;
 use serde::Serialize;
 
-use crate::cli::{ApiArgs, AuditCommand, ConfigArgs, EnrollTokenCommand, EscrowCommand, OperatorCommand};
+use crate::cli::{
+    ApiArgs, AuditCommand, ConfigArgs, EnrollTokenCommand, EscrowCommand, OperatorCommand,
+};
 use crate::config::{Config, EscrowSettings};
 use crate::state::StateDir;
 
 fn escrow_settings(cfg: &Config) -> Result<&EscrowSettings> {
-    cfg.escrow.as_ref().context("escrow is disabled in the configuration ([escrow] enabled = false)")
+    cfg.escrow
+        .as_ref()
+        .context("escrow is disabled in the configuration ([escrow] enabled = false)")
 }
 
 /// Opens the escrow database directly (on the appliance, with the KEK).
@@ -25,7 +29,12 @@ async fn open_local(config: &ConfigArgs) -> Result<escrow::EscrowService> {
     let kek = crate::serve::load_kek_for_cli(e)?;
     escrow::EscrowService::open(&e.database_url, kek)
         .await
-        .with_context(|| format!("cannot open the escrow database {}", crate::config::redact_url(&e.database_url)))
+        .with_context(|| {
+            format!(
+                "cannot open the escrow database {}",
+                crate::config::redact_url(&e.database_url)
+            )
+        })
 }
 
 fn api_client(api: &ApiArgs) -> Result<ApiClient> {
@@ -39,7 +48,11 @@ fn api_client(api: &ApiArgs) -> Result<ApiClient> {
         None => {
             let e = escrow_settings(&cfg)?;
             let port = e.listen.port();
-            if e.listen.is_ipv6() { format!("https://[::1]:{port}") } else { format!("https://127.0.0.1:{port}") }
+            if e.listen.is_ipv6() {
+                format!("https://[::1]:{port}")
+            } else {
+                format!("https://127.0.0.1:{port}")
+            }
         }
     };
     let trust = match &api.ca {
@@ -52,7 +65,10 @@ fn api_client(api: &ApiArgs) -> Result<ApiClient> {
                 None => state.tls_cert(),
             };
             let der = certs::read_certificate_der(&cert).with_context(|| {
-                format!("cannot read the escrow certificate {} to trust it; pass --ca FILE", cert.display())
+                format!(
+                    "cannot read the escrow certificate {} to trust it; pass --ca FILE",
+                    cert.display()
+                )
             })?;
             ServerTrust::PinnedSha256(certs::sha256_fingerprint_hex(&der))
         }
@@ -68,7 +84,10 @@ fn api_client(api: &ApiArgs) -> Result<ApiClient> {
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(value).context("cannot format the answer")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("cannot format the answer")?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -78,13 +97,21 @@ pub(crate) fn run_operator(cmd: OperatorCommand) -> Result<ExitCode> {
             OperatorCommand::Bootstrap { config, name } => {
                 let svc = open_local(&config).await?;
                 let (info, secret) = svc.bootstrap_admin(&name).await?;
-                eprintln!("created admin operator {:?} (id {}); store this token now, it is not shown again", name, info.id);
+                eprintln!(
+                    "created admin operator {:?} (id {}); store this token now, it is not shown again",
+                    name, info.id
+                );
                 println!("token: {}", secret.as_str());
                 Ok(ExitCode::SUCCESS)
             }
             OperatorCommand::Create { api, name, role } => {
-                let role = serde_json::from_value(serde_json::Value::String(role)).context("unknown role")?;
-                print_json(&api_client(&api)?.create_operator(&wire::CreateOperator { name, role }).await?)
+                let role = serde_json::from_value(serde_json::Value::String(role))
+                    .context("unknown role")?;
+                print_json(
+                    &api_client(&api)?
+                        .create_operator(&wire::CreateOperator { name, role })
+                        .await?,
+                )
             }
             OperatorCommand::List { api } => print_json(&api_client(&api)?.list_operators().await?),
             OperatorCommand::SetRole { api, id, role } => {
@@ -97,9 +124,18 @@ pub(crate) fn run_operator(cmd: OperatorCommand) -> Result<ExitCode> {
                 println!("operator {id} disabled");
                 Ok(ExitCode::SUCCESS)
             }
-            OperatorCommand::Token { api, operator_id, days } => {
-                let operator_id = operator_id.parse().context("operator ids are numbers (see `netunlockd operator list`)")?;
-                let body = wire::CreateApiToken { operator_id, ttl_seconds: days.map(|d| u64::from(d) * 86_400) };
+            OperatorCommand::Token {
+                api,
+                operator_id,
+                days,
+            } => {
+                let operator_id = operator_id
+                    .parse()
+                    .context("operator ids are numbers (see `netunlockd operator list`)")?;
+                let body = wire::CreateApiToken {
+                    operator_id,
+                    ttl_seconds: days.map(|d| u64::from(d) * 86_400),
+                };
                 print_json(&api_client(&api)?.create_api_token(&body).await?)
             }
             OperatorCommand::RevokeToken { api, token_id } => {
@@ -114,14 +150,25 @@ pub(crate) fn run_operator(cmd: OperatorCommand) -> Result<ExitCode> {
 pub(crate) fn run_enroll_token(cmd: EnrollTokenCommand) -> Result<ExitCode> {
     super::block_on(async move {
         match cmd {
-            EnrollTokenCommand::Create { api, uses, hours, note } => {
+            EnrollTokenCommand::Create {
+                api,
+                uses,
+                hours,
+                note,
+            } => {
                 if uses == 0 || hours == 0 {
                     bail!("--uses and --hours must be at least 1");
                 }
-                let body = wire::CreateEnrollmentToken { max_uses: uses, ttl_seconds: u64::from(hours) * 3600, note };
+                let body = wire::CreateEnrollmentToken {
+                    max_uses: uses,
+                    ttl_seconds: u64::from(hours) * 3600,
+                    note,
+                };
                 print_json(&api_client(&api)?.create_enrollment_token(&body).await?)
             }
-            EnrollTokenCommand::List { api } => print_json(&api_client(&api)?.list_enrollment_tokens().await?),
+            EnrollTokenCommand::List { api } => {
+                print_json(&api_client(&api)?.list_enrollment_tokens().await?)
+            }
             EnrollTokenCommand::Revoke { api, id } => {
                 api_client(&api)?.revoke_enrollment_token(&id).await?;
                 println!("enrollment token {id} revoked");
@@ -134,7 +181,11 @@ pub(crate) fn run_enroll_token(cmd: EnrollTokenCommand) -> Result<ExitCode> {
 pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
     super::block_on(async move {
         match cmd {
-            EscrowCommand::Find { api, prefix, device } => {
+            EscrowCommand::Find {
+                api,
+                prefix,
+                device,
+            } => {
                 let client = api_client(&api)?;
                 match (prefix, device) {
                     (Some(p), _) => print_json(&client.find_by_prefix(&p).await?),
@@ -142,13 +193,25 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                     (None, None) => bail!("pass --prefix XXXXXXXX or --device NAME"),
                 }
             }
-            EscrowCommand::Disclose { api, key_id, device, reason, text } => {
-                let body = wire::DiscloseBody { device_name: device, reason, reason_text: text };
+            EscrowCommand::Disclose {
+                api,
+                key_id,
+                device,
+                reason,
+                text,
+            } => {
+                let body = wire::DiscloseBody {
+                    device_name: device,
+                    reason,
+                    reason_text: text,
+                };
                 print_json(&api_client(&api)?.disclose(&key_id, &body).await?)
             }
-            EscrowCommand::Devices { api } => {
-                print_json(&api_client(&api)?.list_devices(&wire::DeviceQuery::default()).await?)
-            }
+            EscrowCommand::Devices { api } => print_json(
+                &api_client(&api)?
+                    .list_devices(&wire::DeviceQuery::default())
+                    .await?,
+            ),
             EscrowCommand::RevokeDevice { api, id } => {
                 api_client(&api)?.revoke_device(&id).await?;
                 println!("device {id} revoked");
@@ -159,42 +222,74 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                 println!("device {id} may enroll again");
                 Ok(ExitCode::SUCCESS)
             }
-            EscrowCommand::Report { api, kind, format, stale_days } => {
+            EscrowCommand::Report {
+                api,
+                kind,
+                format,
+                stale_days,
+            } => {
                 let client = api_client(&api)?;
                 match (kind.as_str(), format.as_str()) {
                     ("audit", "csv") => {
-                        print!("{}", client.audit_report_csv(&wire::AuditQuery::default()).await?);
+                        print!(
+                            "{}",
+                            client
+                                .audit_report_csv(&wire::AuditQuery::default())
+                                .await?
+                        );
                         Ok(ExitCode::SUCCESS)
                     }
-                    ("audit", "json") => print_json(&client.audit_report(&wire::AuditQuery::default()).await?),
+                    ("audit", "json") => {
+                        print_json(&client.audit_report(&wire::AuditQuery::default()).await?)
+                    }
                     ("fleet", "json") => print_json(&client.fleet_report(Some(stale_days)).await?),
                     (k, f) => bail!("report {k} has no {f} format (audit: json|csv, fleet: json)"),
                 }
             }
             EscrowCommand::Backup { config, out, key } => {
                 let svc = open_local(&config).await?;
-                let backup_key = escrow::Kek::load_or_create(&key)
-                    .with_context(|| format!("cannot load or create the backup key {}", key.display()))?;
+                let backup_key = escrow::Kek::load_or_create(&key).with_context(|| {
+                    format!("cannot load or create the backup key {}", key.display())
+                })?;
                 let summary = svc.backup(&out, &backup_key).await?;
-                println!("backup written to {}: {summary}", out.display());
-                println!("keep the backup key {} apart from the backup", key.display());
+                println!(
+                    "backup written to {}: {}",
+                    out.display(),
+                    describe_backup(&summary)
+                );
+                println!(
+                    "keep the backup key {} apart from the backup",
+                    key.display()
+                );
                 Ok(ExitCode::SUCCESS)
             }
             EscrowCommand::Restore { config, input, key } => {
                 let svc = open_local(&config).await?;
                 crate::security::check_private_file(&key, "the backup key")?;
-                let backup_key = escrow::Kek::load(&key).with_context(|| format!("cannot load the backup key {}", key.display()))?;
+                let backup_key = escrow::Kek::load(&key)
+                    .with_context(|| format!("cannot load the backup key {}", key.display()))?;
                 let summary = svc.restore(&input, &backup_key).await?;
-                println!("restored from {}: {summary}", input.display());
+                println!(
+                    "restored from {}: {}",
+                    input.display(),
+                    describe_backup(&summary)
+                );
                 Ok(ExitCode::SUCCESS)
             }
             EscrowCommand::RewrapKek { config, new_kek } => {
                 let svc = open_local(&config).await?;
-                let kek = escrow::Kek::load_or_create(&new_kek)
-                    .with_context(|| format!("cannot load or create the new KEK {}", new_kek.display()))?;
+                let kek = escrow::Kek::load_or_create(&new_kek).with_context(|| {
+                    format!("cannot load or create the new KEK {}", new_kek.display())
+                })?;
                 let n = svc.rewrap_kek(&kek).await?;
-                println!("re-wrapped {n} secret(s) under the KEK in {}", new_kek.display());
-                println!("now set escrow.kek_file = {:?} (or update the escrow-kek credential) and restart", new_kek.display().to_string());
+                println!(
+                    "re-wrapped {n} secret(s) under the KEK in {}",
+                    new_kek.display()
+                );
+                println!(
+                    "now set escrow.kek_file = {:?} (or update the escrow-kek credential) and restart",
+                    new_kek.display().to_string()
+                );
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -207,14 +302,22 @@ pub(crate) fn run_audit(cmd: AuditCommand) -> Result<ExitCode> {
             AuditCommand::Verify { config } => {
                 let svc = open_local(&config).await?;
                 let result = svc.verify_audit_chain().await?;
-                if result.is_intact() {
-                    println!("audit chain intact: {result}");
+                let text = crate::serve::describe_chain(&result);
+                if crate::serve::chain_intact(&result) {
+                    println!("audit chain intact: {text}");
                     Ok(ExitCode::SUCCESS)
                 } else {
-                    eprintln!("audit chain BROKEN: {result}");
+                    eprintln!("audit chain BROKEN: {text}");
                     Ok(ExitCode::FAILURE)
                 }
             }
         }
     })
+}
+
+fn describe_backup(s: &escrow::model::BackupSummary) -> String {
+    format!(
+        "{} device(s), {} protector(s), {} audit record(s), {} row(s) in all (format {})",
+        s.devices, s.protectors, s.audit_records, s.rows, s.format_version
+    )
 }

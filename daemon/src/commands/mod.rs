@@ -10,7 +10,7 @@ pub(crate) mod status;
 use anyhow::{Context, Result};
 
 /// A small runtime for one-shot commands.
-pub(crate) fn block_on<F: std::future::Future<Output = Result<T>>, T>(f: F) -> Result<T> {
+pub(crate) fn block_on<F: Future<Output = Result<T>>, T>(f: F) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -20,6 +20,9 @@ pub(crate) fn block_on<F: std::future::Future<Output = Result<T>>, T>(f: F) -> R
 
 /// Loads the configuration for a one-shot command (no logging set-up beyond warnings).
 pub(crate) fn load_config(args: &crate::cli::ConfigArgs) -> Result<crate::config::Config> {
-    let overrides = crate::config::Overrides { state_dir: args.state_dir.clone(), log_format: None };
+    let overrides = crate::config::Overrides {
+        state_dir: args.state_dir.clone(),
+        log_format: None,
+    };
     crate::config::load(args.config.as_deref(), &overrides)
 }

@@ -16,7 +16,11 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
         },
     };
     let host = if addr.ip().is_unspecified() {
-        if addr.is_ipv4() { "127.0.0.1".to_string() } else { "[::1]".to_string() }
+        if addr.is_ipv4() {
+            "127.0.0.1".to_string()
+        } else {
+            "[::1]".to_string()
+        }
     } else if addr.is_ipv6() {
         format!("[{}]", addr.ip())
     } else {
@@ -24,10 +28,18 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
     };
     let url = format!("http://{host}:{}/healthz", addr.port());
     let (status, body) = super::block_on(async {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-        let resp = client.get(&url).send().await.with_context(|| format!("cannot reach the daemon at {url}; is netunlockd running?"))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let resp =
+            client.get(&url).send().await.with_context(|| {
+                format!("cannot reach the daemon at {url}; is netunlockd running?")
+            })?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await.context("the daemon sent an unreadable health report")?;
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .context("the daemon sent an unreadable health report")?;
         Ok((status, body))
     })?;
     for key in ["responder", "database", "certificates", "audit_chain"] {
@@ -36,5 +48,9 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
         println!("{key:<13} {state:<9} {detail}");
     }
     println!("overall       {}", body["status"].as_str().unwrap_or("?"));
-    Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -125,7 +125,9 @@ pub(crate) fn validate(
     }
     // systemd's $STATE_DIRECTORY may hold several colon-separated paths; the first is ours.
     let env_state = env_state_dir.and_then(|p| {
-        p.to_str().and_then(|s| s.split(':').next()).map(PathBuf::from)
+        p.to_str()
+            .and_then(|s| s.split(':').next())
+            .map(PathBuf::from)
     });
     let state_dir = overrides
         .state_dir
@@ -146,19 +148,31 @@ pub(crate) fn validate(
             other => bail!("log.format must be \"text\" or \"json\", not {other:?}"),
         },
     };
-    tracing_subscriber::EnvFilter::try_new(&wire.log.level)
-        .with_context(|| format!("log.level {:?} is not a valid filter (e.g. \"info,netunlock=debug\")", wire.log.level))?;
+    tracing_subscriber::EnvFilter::try_new(&wire.log.level).with_context(|| {
+        format!(
+            "log.level {:?} is not a valid filter (e.g. \"info,netunlock=debug\")",
+            wire.log.level
+        )
+    })?;
 
-    let unlock = if wire.unlock.enabled { Some(validate_unlock(&wire)?) } else { None };
-    let escrow = if wire.escrow.enabled { Some(validate_escrow(&wire, &state_dir)?) } else { None };
+    let unlock = if wire.unlock.enabled {
+        Some(validate_unlock(&wire)?)
+    } else {
+        None
+    };
+    let escrow = if wire.escrow.enabled {
+        Some(validate_escrow(&wire, &state_dir)?)
+    } else {
+        None
+    };
     if unlock.is_none() && escrow.is_none() {
         bail!("both [unlock] and [escrow] are disabled: there would be nothing to serve");
     }
     let metrics_listen = wire.metrics.enabled.then_some(wire.metrics.listen);
-    if let (Some(m), Some(e)) = (metrics_listen, escrow.as_ref()) {
-        if m == e.listen {
-            bail!("metrics.listen and escrow.listen are both {m}; give them different ports");
-        }
+    if let (Some(m), Some(e)) = (metrics_listen, escrow.as_ref())
+        && m == e.listen
+    {
+        bail!("metrics.listen and escrow.listen are both {m}; give them different ports");
     }
 
     Ok(Config {
@@ -187,9 +201,13 @@ fn validate_unlock(wire: &WireConfig) -> Result<UnlockSettings> {
         bail!("unlock.queue_capacity must be at least 1");
     }
     if !(100..=30_000).contains(&u.max_request_age_ms) {
-        bail!("unlock.max_request_age_ms must be between 100 and 30000 (clients retry after about 2000 ms)");
+        bail!(
+            "unlock.max_request_age_ms must be between 100 and 30000 (clients retry after about 2000 ms)"
+        );
     }
-    if u.rate_limit_burst == 0 || !(u.rate_limit_per_second > 0.0 && u.rate_limit_per_second.is_finite()) {
+    if u.rate_limit_burst == 0
+        || !(u.rate_limit_per_second > 0.0 && u.rate_limit_per_second.is_finite())
+    {
         bail!("unlock.rate_limit_burst must be ≥ 1 and unlock.rate_limit_per_second > 0");
     }
     for name in &u.interfaces {
@@ -197,7 +215,11 @@ fn validate_unlock(wire: &WireConfig) -> Result<UnlockSettings> {
             bail!("unlock.interfaces: {name:?} is not a valid interface name");
         }
     }
-    let certificates = u.certificate.iter().map(validate_certificate).collect::<Result<Vec<_>>>()?;
+    let certificates = u
+        .certificate
+        .iter()
+        .map(validate_certificate)
+        .collect::<Result<Vec<_>>>()?;
     Ok(UnlockSettings {
         interfaces: u.interfaces.clone(),
         v4_listen: u.v4.then_some(u.v4_listen),
@@ -243,15 +265,26 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
     let tls = match (&e.tls_cert, &e.tls_key) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
         (None, None) => None,
-        _ => bail!("escrow.tls_cert and escrow.tls_key must be given together (or neither, for a self-generated certificate)"),
+        _ => bail!(
+            "escrow.tls_cert and escrow.tls_key must be given together (or neither, for a self-generated certificate)"
+        ),
     };
     let database_url = match &e.database_url {
-        Some(u) if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") => u.clone(),
+        Some(u)
+            if u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://") =>
+        {
+            u.clone()
+        }
         Some(u) => bail!(
             "escrow.database_url must start with sqlite: or postgres:// (got {:?})",
             redact_url(u)
         ),
-        None => format!("sqlite://{}?mode=rwc", state_dir.join("escrow.db").display()),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            state_dir.join("escrow.db").display()
+        ),
     };
     if e.max_body_bytes < 1024 {
         bail!("escrow.max_body_bytes must be at least 1024");
@@ -264,7 +297,10 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
         tls,
         tls_names: e.tls_names.clone(),
         database_url,
-        kek_file: e.kek_file.clone().unwrap_or_else(|| state_dir.join("kek.bin")),
+        kek_file: e
+            .kek_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("kek.bin")),
         max_body_bytes: e.max_body_bytes,
         request_timeout: Duration::from_secs(e.request_timeout_secs),
         stale_after: Duration::from_secs(u64::from(e.stale_after_days) * 86_400),
@@ -277,7 +313,12 @@ pub(crate) fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let creds = &url[scheme_end + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_string(),
             }
         }
@@ -289,7 +330,9 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
     } else {
-        Ok(std::env::current_dir().context("cannot read the current directory")?.join(p))
+        Ok(std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(p))
     }
 }
 

@@ -4,7 +4,12 @@ use super::*;
 
 fn validate_text(text: &str) -> Result<Config> {
     let wire = parse(text)?;
-    validate(wire, None, &Overrides::default(), Some(PathBuf::from("/srv/state")))
+    validate(
+        wire,
+        None,
+        &Overrides::default(),
+        Some(PathBuf::from("/srv/state")),
+    )
 }
 
 #[test]
@@ -33,12 +38,21 @@ fn the_shipped_example_config_is_valid() {
 #[test]
 fn state_dir_precedence_is_cli_then_file_then_systemd() {
     let wire = parse("state_dir = \"/from/file\"").unwrap();
-    let cli = Overrides { state_dir: Some("/from/cli".into()), log_format: None };
+    let cli = Overrides {
+        state_dir: Some("/from/cli".into()),
+        log_format: None,
+    };
     let c = validate(wire.clone(), None, &cli, Some("/from/env".into())).unwrap();
     assert_eq!(c.state_dir, PathBuf::from("/from/cli"));
     let c = validate(wire, None, &Overrides::default(), Some("/from/env".into())).unwrap();
     assert_eq!(c.state_dir, PathBuf::from("/from/file"));
-    let c = validate(WireConfig::default(), None, &Overrides::default(), Some("/a:/b".into())).unwrap();
+    let c = validate(
+        WireConfig::default(),
+        None,
+        &Overrides::default(),
+        Some("/a:/b".into()),
+    )
+    .unwrap();
     assert_eq!(c.state_dir, PathBuf::from("/a"));
     let c = validate(WireConfig::default(), None, &Overrides::default(), None).unwrap();
     assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
@@ -61,7 +75,11 @@ fn certificates_and_subnets_are_read() {
     .unwrap();
     let certs = c.unlock.unwrap().certificates;
     assert_eq!(certs.len(), 2);
-    assert_eq!(certs[0].allowed_subnets[0].to_string(), "10.0.0.0/24", "host bits are masked");
+    assert_eq!(
+        certs[0].allowed_subnets[0].to_string(),
+        "10.0.0.0/24",
+        "host bits are masked"
+    );
     assert!(!certs[1].enabled);
 }
 
@@ -77,27 +95,51 @@ fn bad_configurations_are_rejected_with_a_reason() {
         ("[unlock]\nmax_request_age_ms = 5", "max_request_age_ms"),
         ("[unlock]\nqueue_capacity = 0", "queue_capacity"),
         ("[unlock]\nrate_limit_per_second = 0.0", "rate_limit"),
-        ("[unlock]\ninterfaces = [\"this-name-is-far-too-long\"]", "not a valid interface"),
-        ("[[unlock.certificate]]\ncert = \"/x.pem\"", "`key` is required"),
-        ("[[unlock.certificate]]\ncert = \"/x.pem\"\nkey = \"/x.key\"\nallowed_subnets = [\"10.0.0.0/33\"]", "invalid"),
+        (
+            "[unlock]\ninterfaces = [\"this-name-is-far-too-long\"]",
+            "not a valid interface",
+        ),
+        (
+            "[[unlock.certificate]]\ncert = \"/x.pem\"",
+            "`key` is required",
+        ),
+        (
+            "[[unlock.certificate]]\ncert = \"/x.pem\"\nkey = \"/x.key\"\nallowed_subnets = [\"10.0.0.0/33\"]",
+            "invalid",
+        ),
         ("[escrow]\ntls_cert = \"/c.pem\"", "given together"),
-        ("[escrow]\ndatabase_url = \"mysql://u:secret@h/db\"", "must start with"),
+        (
+            "[escrow]\ndatabase_url = \"mysql://u:secret@h/db\"",
+            "must start with",
+        ),
         ("[escrow]\nmax_body_bytes = 10", "max_body_bytes"),
-        ("[unlock]\nenabled = false\n[escrow]\nenabled = false", "nothing to serve"),
+        (
+            "[unlock]\nenabled = false\n[escrow]\nenabled = false",
+            "nothing to serve",
+        ),
         ("[metrics]\nlisten = \"0.0.0.0:8443\"", "different ports"),
         ("[unlock]\nv4_listen = \"0.0.0.0:0\"", "must name a port"),
         ("[unlock\n", "expected"),
     ];
     for (text, expected) in cases {
         let err = format!("{:#}", validate_text(text).unwrap_err());
-        assert!(err.contains(expected), "config {text:?}: error {err:?} does not mention {expected:?}");
-        assert!(!err.contains("secret"), "password leaked into the error: {err}");
+        assert!(
+            err.contains(expected),
+            "config {text:?}: error {err:?} does not mention {expected:?}"
+        );
+        assert!(
+            !err.contains("secret"),
+            "password leaked into the error: {err}"
+        );
     }
 }
 
 #[test]
 fn database_passwords_are_redacted() {
-    assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+    assert_eq!(
+        redact_url("postgres://u:pw@h:5432/db"),
+        "postgres://u:***@h:5432/db"
+    );
     assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
     assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
 }

@@ -55,7 +55,10 @@ pub(crate) struct WireLog {
 
 impl Default for WireLog {
     fn default() -> Self {
-        Self { level: default_log_level(), format: default_log_format() }
+        Self {
+            level: default_log_level(),
+            format: default_log_format(),
+        }
     }
 }
 
@@ -77,7 +80,10 @@ pub(crate) struct WireMetrics {
 
 impl Default for WireMetrics {
     fn default() -> Self {
-        Self { enabled: true, listen: default_metrics_listen() }
+        Self {
+            enabled: true,
+            listen: default_metrics_listen(),
+        }
     }
 }
 
@@ -132,23 +138,23 @@ pub(crate) struct WireUnlock {
 impl Default for WireUnlock {
     fn default() -> Self {
         Self {
-        enabled: true,
-        interfaces: Vec::new(),
-        v4: true,
-        v4_listen: default_v4_listen(),
-        v6: true,
-        v6_port: default_v6_port(),
-        v4_client_port: default_v4_client_port(),
-        v6_client_port: default_v6_client_port(),
-        v4_relay_port: default_v4_relay_port(),
-        v6_relay_port: default_v6_port(),
-        subnet_policy: None,
-        workers: 0,
-        queue_capacity: default_queue_capacity(),
-        max_request_age_ms: default_max_request_age_ms(),
-        rate_limit_burst: default_rate_limit_burst(),
-        rate_limit_per_second: default_rate_limit_per_second(),
-        receive_buffer_bytes: default_receive_buffer_bytes(),
+            enabled: true,
+            interfaces: Vec::new(),
+            v4: true,
+            v4_listen: default_v4_listen(),
+            v6: true,
+            v6_port: default_v6_port(),
+            v4_client_port: default_v4_client_port(),
+            v6_client_port: default_v6_client_port(),
+            v4_relay_port: default_v4_relay_port(),
+            v6_relay_port: default_v6_port(),
+            subnet_policy: None,
+            workers: 0,
+            queue_capacity: default_queue_capacity(),
+            max_request_age_ms: default_max_request_age_ms(),
+            rate_limit_burst: default_rate_limit_burst(),
+            rate_limit_per_second: default_rate_limit_per_second(),
+            receive_buffer_bytes: default_receive_buffer_bytes(),
             certificate: Vec::new(),
         }
     }

@@ -63,7 +63,11 @@ pub(crate) struct HealthSources {
 }
 
 impl Components {
-    pub(crate) async fn start(config: &Config, state: &StateDir, registry: &Registry) -> Result<Self> {
+    pub(crate) async fn start(
+        config: &Config,
+        state: &StateDir,
+        registry: &Registry,
+    ) -> Result<Self> {
         let unlock = match &config.unlock {
             Some(u) => Some(start_unlock(u, state, registry)?),
             None => None,
@@ -79,7 +83,14 @@ impl Components {
         let mut out = Vec::new();
         if let Some(u) = &self.unlock {
             for a in u.responder.local_addrs() {
-                out.push((if a.is_ipv4() { "network unlock (DHCPv4)" } else { "network unlock (DHCPv6)" }, a));
+                out.push((
+                    if a.is_ipv4() {
+                        "network unlock (DHCPv4)"
+                    } else {
+                        "network unlock (DHCPv6)"
+                    },
+                    a,
+                ));
             }
         }
         if let Some(e) = &self.escrow {
@@ -96,7 +107,11 @@ impl Components {
         let mut reloaders = Reloaders {
             unlock: None,
             escrow_tls: None,
-            health_sources: HealthSources { heartbeat: None, loaded: None, escrow: None },
+            health_sources: HealthSources {
+                heartbeat: None,
+                loaded: None,
+                escrow: None,
+            },
         };
         if let Some(u) = self.unlock {
             reloaders.health_sources.heartbeat = Some(u.responder.heartbeat());
@@ -108,7 +123,12 @@ impl Components {
                 rejection_secret: u.rejection_secret,
             });
             let token = shutdown.clone();
-            tasks.spawn(async move { u.responder.run(token).await.context("the Network Unlock responder failed") });
+            tasks.spawn(async move {
+                u.responder
+                    .run(token)
+                    .await
+                    .context("the Network Unlock responder failed")
+            });
         }
         if let Some(e) = self.escrow {
             reloaders.escrow_tls = Some(e.server.tls_reloader());
@@ -120,7 +140,11 @@ impl Components {
     }
 }
 
-fn start_unlock(u: &UnlockSettings, state: &StateDir, registry: &Registry) -> Result<UnlockRuntime> {
+fn start_unlock(
+    u: &UnlockSettings,
+    state: &StateDir,
+    registry: &Registry,
+) -> Result<UnlockRuntime> {
     let mut generated_cer = None;
     if u.certificates.is_empty() && state.ensure_unlock_certificate()? {
         generated_cer = Some(state.unlock_cer());
@@ -130,7 +154,8 @@ fn start_unlock(u: &UnlockSettings, state: &StateDir, registry: &Registry) -> Re
     aws_lc_rs::rand::fill(&mut rejection_secret)
         .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
     let (store, loaded) = keys::load(u, state, rejection_secret)?;
-    let metrics = NetunlockMetrics::register(registry).context("cannot register the Network Unlock metrics")?;
+    let metrics = NetunlockMetrics::register(registry)
+        .context("cannot register the Network Unlock metrics")?;
     metrics.set_certificates(&store, time::OffsetDateTime::now_utc());
     let keys = Arc::new(ArcSwap::from_pointee(store));
     let responder_config = ResponderConfig {
@@ -144,7 +169,10 @@ fn start_unlock(u: &UnlockSettings, state: &StateDir, registry: &Registry) -> Re
         workers: u.workers,
         queue_capacity: u.queue_capacity,
         max_request_age: u.max_request_age,
-        rate_limit: RateLimit { burst: u.rate_limit_burst, per_second: u.rate_limit_per_second },
+        rate_limit: RateLimit {
+            burst: u.rate_limit_burst,
+            per_second: u.rate_limit_per_second,
+        },
         recv_buffer_bytes: u.receive_buffer_bytes,
         server_duid: state.server_duid(true)?,
     };
@@ -166,19 +194,36 @@ pub(crate) fn load_kek(e: &EscrowSettings, create: bool) -> Result<escrow::Kek> 
         return Ok(kek);
     }
     if create {
-        escrow::Kek::load_or_create(&e.kek_file)
-            .with_context(|| format!("cannot load or create the key-encryption key {}", e.kek_file.display()))
+        escrow::Kek::load_or_create(&e.kek_file).with_context(|| {
+            format!(
+                "cannot load or create the key-encryption key {}",
+                e.kek_file.display()
+            )
+        })
     } else {
         crate::security::check_private_file(&e.kek_file, "the key-encryption key")?;
-        escrow::Kek::load(&e.kek_file).with_context(|| format!("cannot load the key-encryption key {}", e.kek_file.display()))
+        escrow::Kek::load(&e.kek_file).with_context(|| {
+            format!(
+                "cannot load the key-encryption key {}",
+                e.kek_file.display()
+            )
+        })
     }
 }
 
 pub(crate) fn backend_name(database_url: &str) -> &'static str {
-    if database_url.starts_with("sqlite:") { "SQLite" } else { "PostgreSQL" }
+    if database_url.starts_with("sqlite:") {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    }
 }
 
-async fn start_escrow(e: &EscrowSettings, state: &StateDir, registry: &Registry) -> Result<EscrowRuntime> {
+async fn start_escrow(
+    e: &EscrowSettings,
+    state: &StateDir,
+    registry: &Registry,
+) -> Result<EscrowRuntime> {
     let (tls_cert, tls_key) = match &e.tls {
         Some(pair) => pair.clone(),
         None => {
@@ -191,9 +236,14 @@ async fn start_escrow(e: &EscrowSettings, state: &StateDir, registry: &Registry)
     if e.kek_file.exists() {
         crate::security::check_private_file(&e.kek_file, "the key-encryption key")?;
     }
-    let service = escrow::EscrowService::open(&e.database_url, kek).await.with_context(|| {
-        format!("cannot open the escrow database {}", crate::config::redact_url(&e.database_url))
-    })?;
+    let service = escrow::EscrowService::open(&e.database_url, kek)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the escrow database {}",
+                crate::config::redact_url(&e.database_url)
+            )
+        })?;
     let server_config = escrow::EscrowServerConfig {
         listen: e.listen,
         tls_cert,
@@ -206,7 +256,11 @@ async fn start_escrow(e: &EscrowSettings, state: &StateDir, registry: &Registry)
     let server = escrow::EscrowServer::bind(server_config, service.clone(), registry)
         .await
         .with_context(|| format!("cannot start the escrow API on {}", e.listen))?;
-    Ok(EscrowRuntime { server, service, backend: backend_name(&e.database_url) })
+    Ok(EscrowRuntime {
+        server,
+        service,
+        backend: backend_name(&e.database_url),
+    })
 }
 
 /// How often the health report is refreshed, and how often the (costlier) audit chain check runs.
@@ -215,11 +269,22 @@ const AUDIT_CHECK_EVERY: u32 = 60;
 /// A receive loop that has not turned over for this long counts as stalled.
 const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
 
-pub(crate) async fn health_task(sources: HealthSources, health: Health, shutdown: CancellationToken) -> Result<()> {
+pub(crate) async fn health_task(
+    sources: HealthSources,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<()> {
     // The first check waits a moment so the components' tasks are running.
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_millis(500), HEALTH_INTERVAL);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_millis(500),
+        HEALTH_INTERVAL,
+    );
     let mut round: u32 = 0;
-    let mut audit = if sources.escrow.is_some() { Check::unknown() } else { Check::disabled() };
+    let mut audit = if sources.escrow.is_some() {
+        Check::unknown()
+    } else {
+        Check::disabled()
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -229,42 +294,57 @@ pub(crate) async fn health_task(sources: HealthSources, health: Health, shutdown
             None => Check::disabled(),
             Some(hb) => match hb.stalest() {
                 Some(age) if age <= HEARTBEAT_STALE => Check::ok("receive loops alive"),
-                Some(age) => Check::failed(format!("a receive loop has stalled for {}s", age.as_secs())),
+                Some(age) => {
+                    Check::failed(format!("a receive loop has stalled for {}s", age.as_secs()))
+                }
                 None => Check::failed("the receive loops are not running"),
             },
         };
         let certificates = match &sources.loaded {
             None => Check::disabled(),
-            Some(loaded) => certificate_check(&loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
+            Some(loaded) => certificate_check(
+                &loaded
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
         };
         let database = match &sources.escrow {
             None => Check::disabled(),
-            Some(svc) => match svc.ping().await {
-                Ok(()) => Check::ok("reachable"),
+            Some(svc) => match svc.fleet_gauges().await {
+                Ok(_) => Check::ok("reachable"),
                 Err(e) => Check::failed(format!("unreachable: {e}")),
             },
         };
-        if let Some(svc) = &sources.escrow {
-            if round % AUDIT_CHECK_EVERY == 0 {
-                audit = match svc.verify_audit_chain().await {
-                    Ok(v) if v.is_intact() => Check::ok(v.to_string()),
-                    Ok(v) => {
-                        tracing::error!("audit chain check failed: {v}");
-                        Check::failed(v.to_string())
-                    }
-                    Err(e) => Check::failed(format!("cannot read the audit log: {e}")),
-                };
-            }
+        if let Some(svc) = &sources.escrow
+            && round.is_multiple_of(AUDIT_CHECK_EVERY)
+        {
+            audit = match svc.verify_audit_chain().await {
+                Ok(v) if chain_intact(&v) => Check::ok(describe_chain(&v)),
+                Ok(v) => {
+                    tracing::error!("audit chain check failed: {}", describe_chain(&v));
+                    Check::failed(describe_chain(&v))
+                }
+                Err(e) => Check::failed(format!("cannot read the audit log: {e}")),
+            };
         }
         round = round.wrapping_add(1);
-        health.set(HealthReport::new(responder, database, certificates, audit.clone()));
+        health.set(HealthReport::new(
+            responder,
+            database,
+            certificates,
+            audit.clone(),
+        ));
     }
 }
 
 fn certificate_check(loaded: &[LoadedCertificate]) -> Check {
     let now = time::OffsetDateTime::now_utc();
     let enabled: Vec<_> = loaded.iter().filter(|c| c.enabled).collect();
-    let expired: Vec<_> = enabled.iter().filter(|c| c.not_after <= now).map(|c| c.thumbprint_hex.clone()).collect();
+    let expired: Vec<_> = enabled
+        .iter()
+        .filter(|c| c.not_after <= now)
+        .map(|c| c.thumbprint_hex.clone())
+        .collect();
     if enabled.is_empty() {
         Check::failed("no enabled Network Unlock certificate")
     } else if !expired.is_empty() {
@@ -275,7 +355,10 @@ fn certificate_check(loaded: &[LoadedCertificate]) -> Check {
 }
 
 /// `config check`: everything `serve` loads, without binding or writing anything.
-pub(crate) async fn check_without_binding(config: &Config, state: &StateDir) -> Result<Vec<String>> {
+pub(crate) async fn check_without_binding(
+    config: &Config,
+    state: &StateDir,
+) -> Result<Vec<String>> {
     let mut report = Vec::new();
     if let Some(u) = &config.unlock {
         let generated_missing = u.certificates.is_empty() && !state.unlock_cert().exists();
@@ -293,10 +376,17 @@ pub(crate) async fn check_without_binding(config: &Config, state: &StateDir) -> 
                     c.subject,
                     c.not_after.date(),
                     if c.enabled { "enabled" } else { "DISABLED" },
-                    if c.allowed_subnets.is_empty() { String::new() } else { format!(", subnets {}", c.allowed_subnets.join(" ")) }
+                    if c.allowed_subnets.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", subnets {}", c.allowed_subnets.join(" "))
+                    }
                 ));
             }
-            report.push(format!("network unlock: {} certificate(s) loaded", store.len()));
+            report.push(format!(
+                "network unlock: {} certificate(s) loaded",
+                store.len()
+            ));
         }
         if let Some(p) = &u.subnet_policy {
             report.push(format!("subnet policy {} is valid", p.display()));
@@ -304,9 +394,11 @@ pub(crate) async fn check_without_binding(config: &Config, state: &StateDir) -> 
     }
     if let Some(e) = &config.escrow {
         if let Some((cert, key)) = &e.tls {
-            certs::load_certificate_chain(cert).with_context(|| format!("escrow.tls_cert {}", cert.display()))?;
+            certs::load_certificate_chain(cert)
+                .with_context(|| format!("escrow.tls_cert {}", cert.display()))?;
             crate::security::check_private_file(key, "the escrow TLS private key")?;
-            certs::load_private_key(key).with_context(|| format!("escrow.tls_key {}", key.display()))?;
+            certs::load_private_key(key)
+                .with_context(|| format!("escrow.tls_key {}", key.display()))?;
             report.push(format!("escrow TLS certificate {} loads", cert.display()));
         }
         report.push(format!(
@@ -316,4 +408,19 @@ pub(crate) async fn check_without_binding(config: &Config, state: &StateDir) -> 
         ));
     }
     Ok(report)
+}
+
+pub(crate) fn chain_intact(v: &escrow::ChainVerification) -> bool {
+    matches!(v, escrow::ChainVerification::Ok { .. })
+}
+
+pub(crate) fn describe_chain(v: &escrow::ChainVerification) -> String {
+    match v {
+        escrow::ChainVerification::Ok { records, head_hash } => {
+            format!("{records} record(s), head {head_hash}")
+        }
+        escrow::ChainVerification::Broken { seq, reason } => {
+            format!("broken at record {seq}: {reason}")
+        }
+    }
 }

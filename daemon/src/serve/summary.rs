@@ -20,9 +20,16 @@ pub(super) fn log(config: &Config, components: &Components, metrics: Option<Sock
         tracing::info!(%addr, "listening: metrics and health (HTTP) at /metrics and /healthz");
     }
     if let Some(u) = &components.unlock {
-        let loaded = u.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let loaded = u
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for c in loaded.iter() {
-            let subnets = if c.allowed_subnets.is_empty() { "all".to_string() } else { c.allowed_subnets.join(" ") };
+            let subnets = if c.allowed_subnets.is_empty() {
+                "all".to_string()
+            } else {
+                c.allowed_subnets.join(" ")
+            };
             tracing::info!(
                 thumbprint = %c.thumbprint_hex,
                 subject = %c.subject,
@@ -33,9 +40,17 @@ pub(super) fn log(config: &Config, components: &Components, metrics: Option<Sock
                 "network unlock certificate"
             );
         }
-        match config.unlock.as_ref().and_then(|u| u.subnet_policy.as_ref()) {
-            Some(p) => tracing::info!(file = %p.display(), "subnet policy (WDS bde-network-unlock.ini) applied"),
-            None => tracing::info!("no subnet policy file: every client on a served interface may unlock"),
+        match config
+            .unlock
+            .as_ref()
+            .and_then(|u| u.subnet_policy.as_ref())
+        {
+            Some(p) => {
+                tracing::info!(file = %p.display(), "subnet policy (WDS bde-network-unlock.ini) applied")
+            }
+            None => tracing::info!(
+                "no subnet policy file: every client on a served interface may unlock"
+            ),
         }
         if let Some(cer) = &u.generated_cer {
             tracing::info!(
