@@ -438,3 +438,7 @@ mod tests {
         assert_eq!(c.worker_count(), 3);
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod pipeline_tests;
