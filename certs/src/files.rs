@@ -78,6 +78,12 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CertError>
         })
     })();
     let _ = fs::remove_file(&tmp);
+    if result.is_ok() {
+        // Make the new directory entry durable; failure here does not undo a completed write.
+        if let Ok(d) = fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+    }
     result
 }
 

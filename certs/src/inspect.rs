@@ -94,6 +94,15 @@ impl fmt::Display for Inspection {
 
 /// Reads a certificate from PEM (first certificate), DER, or a PKCS#12 file without password.
 pub fn read_certificate_der(path: &Path) -> Result<Vec<u8>, CertError> {
+    read_certificate_der_with_password(path, None)
+}
+
+/// As [`read_certificate_der`], with the password of a PKCS#12 file (None = empty). For a .pfx the
+/// certificate returned is the one matching the private key when there is one, else the first.
+pub fn read_certificate_der_with_password(
+    path: &Path,
+    pfx_password: Option<&str>,
+) -> Result<Vec<u8>, CertError> {
     let bytes = read_file(path)?;
     if looks_like_pem(&bytes) {
         return pem_certificates(&bytes, path)?
@@ -107,7 +116,10 @@ pub fn read_certificate_der(path: &Path) -> Result<Vec<u8>, CertError> {
         return Ok(bytes.to_vec());
     }
     if pfx::looks_like_pfx(&bytes) {
-        let contents = pfx::open(&bytes, None, path)?;
+        if let Ok(id) = crate::load_unlock_identity(path, None, pfx_password) {
+            return Ok(id.cert_der().to_vec());
+        }
+        let contents = pfx::open(&bytes, pfx_password, path)?;
         return contents
             .certs
             .into_iter()

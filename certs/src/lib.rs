@@ -27,7 +27,10 @@ pub use generate::{
 };
 pub use gpo::gpo_instructions;
 pub use identity::{UnlockIdentity, load_unlock_identity};
-pub use inspect::{EXPIRY_WARNING_DAYS, Inspection, inspect_certificate, read_certificate_der};
+pub use inspect::{
+    EXPIRY_WARNING_DAYS, Inspection, inspect_certificate, read_certificate_der,
+    read_certificate_der_with_password,
+};
 pub use thumbprint::{sha256_fingerprint_hex, thumbprint, thumbprint_hex};
 pub use tls::{
     GeneratedTlsCert, generate_client_certificate, generate_tls_server_certificate,
