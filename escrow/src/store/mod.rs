@@ -92,6 +92,11 @@ impl Db {
         self.backend
     }
 
+    /// The raw pool (tests, benchmarks and diagnostics that inspect the database directly).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// A write transaction, serialised with every other writer (the audit chain must not fork).
     pub(crate) async fn begin_write(&self) -> Result<Tx, EscrowError> {
         match self.backend {
