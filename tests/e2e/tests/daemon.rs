@@ -32,7 +32,8 @@ struct Daemon {
     log: Vec<String>,
     metrics: u16,
     escrow: u16,
-    _dir: tempfile::TempDir,
+    /// Kept alive as long as the daemon; a test may take it to inspect the state after a stop.
+    dir: Option<tempfile::TempDir>,
     state: PathBuf,
 }
 
@@ -81,7 +82,7 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon { child, lines, log: Vec::new(), metrics, escrow, _dir: dir, state };
+        let mut d = Daemon { child, lines, log: Vec::new(), metrics, escrow, dir: Some(dir), state };
         d.wait_for("netunlockd ready", Duration::from_secs(60));
         d
     }
@@ -177,9 +178,10 @@ fn first_start_generates_certificates_reports_health_and_stops_cleanly_on_sigter
 
 #[test]
 fn second_start_reuses_the_generated_certificate() {
-    let d = Daemon::start(&[], "");
+    let mut d = Daemon::start(&[], "");
     let cer = std::fs::read(d.state.join("network-unlock/network-unlock.cer")).unwrap();
     let state = d.state.clone();
+    let _keep = d.dir.take();
     drop(d);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
