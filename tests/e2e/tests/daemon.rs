@@ -148,6 +148,7 @@ fn first_start_generates_certificates_reports_health_and_stops_cleanly_on_sigter
     for name in ["netunlockd_build_info{", "process_resident_memory_bytes", "netunlockd_certificate_expiry_seconds{"] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
+    promtool_check_metrics(&metrics);
 
     // The health task runs every few seconds; wait for a full report.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -294,4 +295,27 @@ fn serving_privileged_ports_without_privilege_says_how_to_fix_it() {
     assert!(err.contains("CAP_NET_BIND_SERVICE"), "{err}");
     assert!(err.contains("root"), "{err}");
     assert!(!err.contains("os error 13)") || err.contains("CAP_NET_BIND_SERVICE"), "{err}");
+}
+
+/// `promtool check metrics` lints a real scrape (names, units, help texts); .ci/run installs it.
+fn promtool_check_metrics(scrape: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        println!("SKIP: promtool not installed (Debian package prometheus); metrics lint not run");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
