@@ -1,0 +1,226 @@
+//! Agent routes: enroll (client certificate + token), escrow, check-in, rotation report, own keys.
+//! Every route but enroll requires an enrolled device certificate; the device can only touch
+//! its own records because the service receives the device resolved from that certificate.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::error::{ApiError, ApiJson};
+use super::wire::*;
+use crate::auth::{ClientCert, Device};
+use crate::guid::parse_guid;
+use crate::model::{
+    CheckIn, EscrowItem, EscrowRequest, ItemOutcome, ProtectorId, VolumeType,
+    parse_recovery_password,
+};
+
+/// Upper bound of protectors per escrow call (a server has a handful of volumes).
+pub const MAX_ITEMS: usize = 256;
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    ClientCert(cert_sha256): ClientCert,
+    ApiJson(body): ApiJson<EnrollRequest>,
+) -> Result<Response, ApiError> {
+    let token = Zeroizing::new(body.token);
+    let device = state
+        .service
+        .enroll_device(
+            &token,
+            body.computer_name.trim(),
+            body.domain.as_deref(),
+            body.serial.as_deref(),
+            &cert_sha256,
+        )
+        .await?;
+    tracing::info!(device = %device.computer_name, device_id = device.id, "device enrolled");
+    Ok((StatusCode::CREATED, Json(device)).into_response())
+}
+
+pub fn parse_protector(field: &str, s: &str) -> Result<ProtectorId, ApiError> {
+    s.parse::<ProtectorId>()
+        .map_err(|e| ApiError::validation(format!("{field}: {e}")))
+}
+
+fn parse_volume(field: &str, s: &str) -> Result<Uuid, ApiError> {
+    parse_guid(s).map_err(|e| ApiError::validation(format!("{field}: {e}")))
+}
+
+/// Turns the wire body into the service request, naming the item (1-based) and field of the
+/// first problem. Never echoes a recovery password.
+pub fn parse_escrow(body: EscrowBody) -> Result<EscrowRequest, ApiError> {
+    if body.items.is_empty() {
+        return Err(ApiError::validation(
+            "items is empty: send at least one recovery protector",
+        ));
+    }
+    if body.items.len() > MAX_ITEMS {
+        return Err(ApiError::validation(format!(
+            "items lists {} protectors; at most {MAX_ITEMS} per call",
+            body.items.len()
+        )));
+    }
+    let mut items = Vec::with_capacity(body.items.len());
+    for (i, item) in body.items.into_iter().enumerate() {
+        let n = i + 1;
+        let password = Zeroizing::new(item.recovery_password);
+        let volume_guid = parse_volume(&format!("item {n}: volume_guid"), &item.volume_guid)?;
+        let volume_type: VolumeType = item
+            .volume_type
+            .parse()
+            .map_err(|e: String| ApiError::validation(format!("item {n}: volume_type: {e}")))?;
+        let protector_id = parse_protector(&format!("item {n}: protector_id"), &item.protector_id)?;
+        let recovery_password = parse_recovery_password(&password)
+            .map_err(|e| ApiError::validation(format!("item {n}: {e}")))?;
+        let key_package = match item.key_package {
+            None => None,
+            Some(b) => Some(B64.decode(b.trim()).map_err(|e| {
+                ApiError::validation(format!("item {n}: key_package is not valid base64: {e}"))
+            })?),
+        };
+        if let Some(mp) = &item.mount_point
+            && mp.len() > 1024
+        {
+            return Err(ApiError::validation(format!(
+                "item {n}: mount_point is longer than 1024 characters"
+            )));
+        }
+        items.push(EscrowItem {
+            volume_guid,
+            mount_point: item.mount_point,
+            volume_type,
+            protector_id,
+            recovery_password,
+            key_package,
+        });
+    }
+    Ok(EscrowRequest {
+        items,
+        tpm_owner_auth: body.tpm_owner_auth.map(Zeroizing::new),
+    })
+}
+
+pub fn outcome_str(o: ItemOutcome) -> &'static str {
+    match o {
+        ItemOutcome::Stored => "stored",
+        ItemOutcome::Unchanged => "unchanged",
+        ItemOutcome::Mismatch => "mismatch",
+    }
+}
+
+pub async fn escrow(
+    State(state): State<AppState>,
+    Device(device): Device,
+    ApiJson(body): ApiJson<EscrowBody>,
+) -> Result<Response, ApiError> {
+    let req = parse_escrow(body)?;
+    let keys: Vec<(String, String)> = req
+        .items
+        .iter()
+        .map(|i| {
+            (
+                crate::guid::format_guid(&i.volume_guid),
+                i.protector_id.to_string(),
+            )
+        })
+        .collect();
+    state.metrics.escrow_batch.observe(keys.len() as f64);
+    let outcomes = state.service.escrow(&device, req).await?;
+    let results: Vec<EscrowItemResult> = keys
+        .into_iter()
+        .zip(outcomes.iter())
+        .map(|((volume_guid, protector_id), o)| EscrowItemResult {
+            volume_guid,
+            protector_id,
+            outcome: outcome_str(*o).to_string(),
+        })
+        .collect();
+    let mismatches: Vec<&str> = results
+        .iter()
+        .filter(|r| r.outcome == "mismatch")
+        .map(|r| r.protector_id.as_str())
+        .collect();
+    if mismatches.is_empty() {
+        return Ok(Json(EscrowResponse { results }).into_response());
+    }
+    tracing::warn!(device = %device.computer_name, count = mismatches.len(), "escrow mismatch refused");
+    let error = ErrorDetail {
+        code: "mismatch".into(),
+        message: format!(
+            "protector(s) {} are already escrowed with a different recovery password; the stored key was kept and the mismatch recorded; other items: see results",
+            mismatches.join(", ")
+        ),
+    };
+    Ok((
+        StatusCode::CONFLICT,
+        Json(EscrowConflict { error, results }),
+    )
+        .into_response())
+}
+
+pub async fn check_in(
+    State(state): State<AppState>,
+    Device(device): Device,
+    ApiJson(body): ApiJson<CheckInBody>,
+) -> Result<Json<CheckInResponse>, ApiError> {
+    if body.protectors.len() > MAX_ITEMS {
+        return Err(ApiError::validation(format!(
+            "protectors lists {} entries; at most {MAX_ITEMS}",
+            body.protectors.len()
+        )));
+    }
+    let mut present = Vec::with_capacity(body.protectors.len());
+    for (i, p) in body.protectors.iter().enumerate() {
+        let n = i + 1;
+        present.push((
+            parse_volume(&format!("protector {n}: volume_guid"), &p.volume_guid)?,
+            parse_protector(&format!("protector {n}: protector_id"), &p.protector_id)?,
+        ));
+    }
+    let rotations = state
+        .service
+        .check_in(
+            &device,
+            CheckIn {
+                present_protectors: present,
+            },
+        )
+        .await?;
+    Ok(Json(CheckInResponse { rotations }))
+}
+
+pub async fn rotation(
+    State(state): State<AppState>,
+    Device(device): Device,
+    ApiJson(body): ApiJson<RotationReport>,
+) -> Result<Json<RotationStateResponse>, ApiError> {
+    let old = parse_protector("old_protector_id", &body.old_protector_id)?;
+    let new = parse_protector("new_protector_id", &body.new_protector_id)?;
+    if old == new {
+        return Err(ApiError::validation(
+            "old_protector_id and new_protector_id are the same; rotate to a new protector first",
+        ));
+    }
+    let st = state
+        .service
+        .report_rotation(&device, old, new, body.old_removed)
+        .await?;
+    Ok(Json(RotationStateResponse {
+        state: st.as_str().to_string(),
+    }))
+}
+
+pub async fn own_keys(
+    State(state): State<AppState>,
+    Device(device): Device,
+) -> Result<Json<KeyList>, ApiError> {
+    let keys = state.service.device_own_keys(&device).await?;
+    Ok(Json(KeyList { keys }))
+}
