@@ -75,7 +75,8 @@ pub fn to_micros(t: OffsetDateTime) -> i64 {
 }
 
 pub fn from_micros(us: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {
@@ -127,7 +128,9 @@ impl AuditRecord {
     }
 
     pub fn compute_hash(&self) -> Vec<u8> {
-        digest::digest(&digest::SHA256, &self.canonical()).as_ref().to_vec()
+        digest::digest(&digest::SHA256, &self.canonical())
+            .as_ref()
+            .to_vec()
     }
 }
 
@@ -149,7 +152,11 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        Self { expected_seq: 1, prev_hash: GENESIS_PREV.to_vec(), count: 0 }
+        Self {
+            expected_seq: 1,
+            prev_hash: GENESIS_PREV.to_vec(),
+            count: 0,
+        }
     }
 }
 
@@ -157,21 +164,41 @@ impl ChainVerifier {
     pub fn push(&mut self, r: &AuditRecord) -> Result<(), ChainVerification> {
         if r.seq != self.expected_seq {
             let reason = if r.seq > self.expected_seq {
-                format!("record {} is missing (deleted?); the next record found is {}", self.expected_seq, r.seq)
+                format!(
+                    "record {} is missing (deleted?); the next record found is {}",
+                    self.expected_seq, r.seq
+                )
             } else {
-                format!("record {} appears out of order after {}", r.seq, self.expected_seq - 1)
+                format!(
+                    "record {} appears out of order after {}",
+                    r.seq,
+                    self.expected_seq - 1
+                )
             };
-            return Err(ChainVerification::Broken { seq: self.expected_seq, reason });
+            return Err(ChainVerification::Broken {
+                seq: self.expected_seq,
+                reason,
+            });
         }
         if r.prev_hash != self.prev_hash {
             return Err(ChainVerification::Broken {
                 seq: r.seq,
-                reason: format!("record {} does not link to record {} (reordered, or a record before it was replaced)", r.seq, r.seq - 1),
+                reason: format!(
+                    "record {} does not link to record {} (reordered, or a record before it was replaced)",
+                    r.seq,
+                    r.seq - 1
+                ),
             });
         }
         let h = r.compute_hash();
         if h != r.hash {
-            return Err(ChainVerification::Broken { seq: r.seq, reason: format!("record {} was altered: its content does not match its hash", r.seq) });
+            return Err(ChainVerification::Broken {
+                seq: r.seq,
+                reason: format!(
+                    "record {} was altered: its content does not match its hash",
+                    r.seq
+                ),
+            });
         }
         self.prev_hash = h;
         self.expected_seq += 1;
@@ -184,13 +211,22 @@ impl ChainVerifier {
         let (head_seq, head_hash) = head.unwrap_or((0, GENESIS_PREV.to_vec()));
         let last = self.expected_seq - 1;
         if head_seq != last || head_hash != self.prev_hash {
-            let seq = if head_seq > last { last + 1 } else { head_seq.max(1) };
+            let seq = if head_seq > last {
+                last + 1
+            } else {
+                head_seq.max(1)
+            };
             return ChainVerification::Broken {
                 seq,
-                reason: format!("the chain head says the last record is {head_seq}, but the log ends at {last} (records deleted or head altered)"),
+                reason: format!(
+                    "the chain head says the last record is {head_seq}, but the log ends at {last} (records deleted or head altered)"
+                ),
             };
         }
-        ChainVerification::Ok { records: self.count, head_hash: hex::encode(&self.prev_hash) }
+        ChainVerification::Ok {
+            records: self.count,
+            head_hash: hex::encode(&self.prev_hash),
+        }
     }
 }
 
@@ -241,7 +277,10 @@ mod tests {
     fn chain(n: i64) -> Vec<AuditRecord> {
         let mut v: Vec<AuditRecord> = Vec::new();
         for s in 1..=n {
-            let prev = v.last().map(|r| r.hash.clone()).unwrap_or_else(|| GENESIS_PREV.to_vec());
+            let prev = v
+                .last()
+                .map(|r| r.hash.clone())
+                .unwrap_or_else(|| GENESIS_PREV.to_vec());
             v.push(rec(s, prev));
         }
         v
@@ -264,25 +303,43 @@ mod tests {
     #[test]
     fn intact_and_tampered() {
         let v = chain(5);
-        assert!(matches!(verify(&v, head(&v)), ChainVerification::Ok { records: 5, .. }));
-        assert!(matches!(verify(&[], None), ChainVerification::Ok { records: 0, .. }));
+        assert!(matches!(
+            verify(&v, head(&v)),
+            ChainVerification::Ok { records: 5, .. }
+        ));
+        assert!(matches!(
+            verify(&[], None),
+            ChainVerification::Ok { records: 0, .. }
+        ));
 
         let mut edited = v.clone();
         edited[2].reason = Some("other".into());
-        assert!(matches!(verify(&edited, head(&v)), ChainVerification::Broken { seq: 3, .. }));
+        assert!(matches!(
+            verify(&edited, head(&v)),
+            ChainVerification::Broken { seq: 3, .. }
+        ));
 
         let mut deleted = v.clone();
         deleted.remove(1);
-        assert!(matches!(verify(&deleted, head(&v)), ChainVerification::Broken { seq: 2, .. }));
+        assert!(matches!(
+            verify(&deleted, head(&v)),
+            ChainVerification::Broken { seq: 2, .. }
+        ));
 
         let mut reordered = v.clone();
         reordered.swap(1, 2);
         reordered[1].seq = 2;
         reordered[2].seq = 3;
-        assert!(matches!(verify(&reordered, head(&v)), ChainVerification::Broken { seq: 2, .. }));
+        assert!(matches!(
+            verify(&reordered, head(&v)),
+            ChainVerification::Broken { seq: 2, .. }
+        ));
 
         let truncated = &v[..4];
-        assert!(matches!(verify(truncated, head(&v)), ChainVerification::Broken { seq: 5, .. }));
+        assert!(matches!(
+            verify(truncated, head(&v)),
+            ChainVerification::Broken { seq: 5, .. }
+        ));
     }
 
     #[test]

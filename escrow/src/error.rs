@@ -85,6 +85,10 @@ mod tests {
         let e = EscrowError::Storage("disk /var/lib/x full".into());
         assert_eq!(e.http_status(), 503);
         assert!(!e.public_message().contains("/var/lib"));
-        assert!(EscrowError::Conflict("dup".into()).public_message().contains("dup"));
+        assert!(
+            EscrowError::Conflict("dup".into())
+                .public_message()
+                .contains("dup")
+        );
     }
 }

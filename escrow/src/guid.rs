@@ -16,9 +16,13 @@ pub fn parse_guid(s: &str) -> Result<Uuid, String> {
     };
     // uuid also accepts urn: forms; accept only the hyphenated (36) or simple (32) forms.
     if inner.len() != 36 && inner.len() != 32 {
-        return Err(format!("{t:?} is not a GUID (expected {{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}})"));
+        return Err(format!(
+            "{t:?} is not a GUID (expected {{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}})"
+        ));
     }
-    Uuid::parse_str(inner).map_err(|_| format!("{t:?} is not a GUID (expected {{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}})"))
+    Uuid::parse_str(inner).map_err(|_| {
+        format!("{t:?} is not a GUID (expected {{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}})")
+    })
 }
 
 /// Upper-case braced registry form of a GUID.
@@ -77,7 +81,10 @@ impl<'de> Deserialize<'de> for ProtectorId {
 pub fn parse_prefix8(s: &str) -> Result<String, String> {
     let t = s.trim().trim_start_matches('{');
     if t.len() != 8 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("key ID prefix {:?} must be exactly the first 8 hex digits of the recovery key ID", s.trim()));
+        return Err(format!(
+            "key ID prefix {:?} must be exactly the first 8 hex digits of the recovery key ID",
+            s.trim()
+        ));
     }
     Ok(t.to_ascii_uppercase())
 }
@@ -89,13 +96,25 @@ mod tests {
     #[test]
     fn parse_forms() {
         let want = "{24B0AA32-F8D0-40BA-BB05-73A800324C09}";
-        for s in [want, "24b0aa32-f8d0-40ba-bb05-73a800324c09", "24B0AA32F8D040BABB0573A800324C09", " {24b0aa32-f8d0-40ba-bb05-73a800324c09} "] {
+        for s in [
+            want,
+            "24b0aa32-f8d0-40ba-bb05-73a800324c09",
+            "24B0AA32F8D040BABB0573A800324C09",
+            " {24b0aa32-f8d0-40ba-bb05-73a800324c09} ",
+        ] {
             let p: ProtectorId = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(p.to_string(), want);
             assert_eq!(p.prefix8(), "24B0AA32");
             assert_eq!(p.db_string(), "24B0AA32-F8D0-40BA-BB05-73A800324C09");
         }
-        for bad in ["", "{}", "{24B0AA32-F8D0-40BA-BB05-73A800324C09", "24B0AA32", "urn:uuid:24b0aa32-f8d0-40ba-bb05-73a800324c09", "{ZZB0AA32-F8D0-40BA-BB05-73A800324C09}"] {
+        for bad in [
+            "",
+            "{}",
+            "{24B0AA32-F8D0-40BA-BB05-73A800324C09",
+            "24B0AA32",
+            "urn:uuid:24b0aa32-f8d0-40ba-bb05-73a800324c09",
+            "{ZZB0AA32-F8D0-40BA-BB05-73A800324C09}",
+        ] {
             assert!(bad.parse::<ProtectorId>().is_err(), "{bad}");
         }
     }
@@ -111,7 +130,9 @@ mod tests {
 
     #[test]
     fn serde_roundtrip() {
-        let p: ProtectorId = "24b0aa32-f8d0-40ba-bb05-73a800324c09".parse().unwrap_or_else(|e| panic!("{e}"));
+        let p: ProtectorId = "24b0aa32-f8d0-40ba-bb05-73a800324c09"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
         let j = serde_json::to_string(&p).unwrap_or_default();
         assert_eq!(j, "\"{24B0AA32-F8D0-40BA-BB05-73A800324C09}\"");
         let back: ProtectorId = serde_json::from_str(&j).unwrap_or_else(|e| panic!("{e}"));

@@ -104,13 +104,26 @@ pub enum ActorKind {
 
 impl Actor {
     pub fn operator(id: i64, name: impl Into<String>, role: Role) -> Self {
-        Self { kind: ActorKind::Operator { id, name: name.into(), role } }
+        Self {
+            kind: ActorKind::Operator {
+                id,
+                name: name.into(),
+                role,
+            },
+        }
     }
     pub fn local(user: impl Into<String>) -> Self {
-        Self { kind: ActorKind::Local { user: user.into() } }
+        Self {
+            kind: ActorKind::Local { user: user.into() },
+        }
     }
     pub fn device(d: &DeviceInfo) -> Self {
-        Self { kind: ActorKind::Device { id: d.id, name: d.computer_name.clone() } }
+        Self {
+            kind: ActorKind::Device {
+                id: d.id,
+                name: d.computer_name.clone(),
+            },
+        }
     }
     /// The operator role, if this actor is an operator; `Local` counts as admin.
     pub fn role(&self) -> Option<Role> {

@@ -36,7 +36,9 @@ pub enum PasswordError {
     GroupCount(usize),
     #[error("recovery password mixes separators; use hyphens or spaces, not both")]
     MixedSeparators,
-    #[error("group {group} of the recovery password must be exactly 6 digits (found {len} characters)")]
+    #[error(
+        "group {group} of the recovery password must be exactly 6 digits (found {len} characters)"
+    )]
     GroupLength { group: usize, len: usize },
     #[error("group {group} of the recovery password contains a non-digit character")]
     NotDigits { group: usize },
@@ -69,10 +71,13 @@ pub fn parse_recovery_password(s: &str) -> Result<RecoveryPassword, PasswordErro
             return Err(PasswordError::NotDigits { group });
         }
         if g.len() != 6 {
-            return Err(PasswordError::GroupLength { group, len: g.chars().count() });
+            return Err(PasswordError::GroupLength {
+                group,
+                len: g.chars().count(),
+            });
         }
         let value: u32 = g.bytes().fold(0, |acc, b| acc * 10 + u32::from(b - b'0'));
-        if value % 11 != 0 {
+        if !value.is_multiple_of(11) {
             return Err(PasswordError::NotMultipleOf11 { group });
         }
         if value > MAX_GROUP {
@@ -102,27 +107,72 @@ mod tests {
             (ok.replace('-', " "), Ok(ok)),
             (format!("  {ok}\n"), Ok(ok)),
             // 531058 = 11 * 48278: valid per the rule although Microsoft's printed checksum formula rejects it.
-            (pw(["531058", "000000", "000000", "000000", "000000", "000000", "000000", "000000"]), Ok("531058-000000-000000-000000-000000-000000-000000-000000")),
+            (
+                pw([
+                    "531058", "000000", "000000", "000000", "000000", "000000", "000000", "000000",
+                ]),
+                Ok("531058-000000-000000-000000-000000-000000-000000-000000"),
+            ),
             // 720886 is not a multiple of 11.
-            (pw(["000000", "720886", "000000", "000000", "000000", "000000", "000000", "000000"]), Err(PasswordError::NotMultipleOf11 { group: 2 })),
+            (
+                pw([
+                    "000000", "720886", "000000", "000000", "000000", "000000", "000000", "000000",
+                ]),
+                Err(PasswordError::NotMultipleOf11 { group: 2 }),
+            ),
             // 720896 = 11 * 65536: a multiple of 11 but above the 16-bit range.
-            (pw(["000000", "000000", "720896", "000000", "000000", "000000", "000000", "000000"]), Err(PasswordError::TooLarge { group: 3 })),
-            (pw(["000000", "000000", "000000", "000000", "000000", "000000", "000000", "000001"]), Err(PasswordError::NotMultipleOf11 { group: 8 })),
-            ("000000-111111-222222-333333-444444-555555-666666".to_owned(), Err(PasswordError::GroupCount(7))),
+            (
+                pw([
+                    "000000", "000000", "720896", "000000", "000000", "000000", "000000", "000000",
+                ]),
+                Err(PasswordError::TooLarge { group: 3 }),
+            ),
+            (
+                pw([
+                    "000000", "000000", "000000", "000000", "000000", "000000", "000000", "000001",
+                ]),
+                Err(PasswordError::NotMultipleOf11 { group: 8 }),
+            ),
+            (
+                "000000-111111-222222-333333-444444-555555-666666".to_owned(),
+                Err(PasswordError::GroupCount(7)),
+            ),
             (format!("{ok}-000000"), Err(PasswordError::GroupCount(9))),
-            ("000000-111111-22a222-333333-444444-555555-666666-720885".to_owned(), Err(PasswordError::NotDigits { group: 3 })),
-            ("000000-111111-222222-333333-444444-555555-666666-72088".to_owned(), Err(PasswordError::GroupLength { group: 8, len: 5 })),
-            ("0000000-111111-222222-333333-444444-555555-666666-720885".to_owned(), Err(PasswordError::GroupLength { group: 1, len: 7 })),
-            ("000000-111111 222222-333333-444444-555555-666666-720885".to_owned(), Err(PasswordError::MixedSeparators)),
-            ("000000--111111-222222-333333-444444-555555-666666".to_owned(), Err(PasswordError::GroupLength { group: 2, len: 0 })),
+            (
+                "000000-111111-22a222-333333-444444-555555-666666-720885".to_owned(),
+                Err(PasswordError::NotDigits { group: 3 }),
+            ),
+            (
+                "000000-111111-222222-333333-444444-555555-666666-72088".to_owned(),
+                Err(PasswordError::GroupLength { group: 8, len: 5 }),
+            ),
+            (
+                "0000000-111111-222222-333333-444444-555555-666666-720885".to_owned(),
+                Err(PasswordError::GroupLength { group: 1, len: 7 }),
+            ),
+            (
+                "000000-111111 222222-333333-444444-555555-666666-720885".to_owned(),
+                Err(PasswordError::MixedSeparators),
+            ),
+            (
+                "000000--111111-222222-333333-444444-555555-666666".to_owned(),
+                Err(PasswordError::GroupLength { group: 2, len: 0 }),
+            ),
             ("".to_owned(), Err(PasswordError::Empty)),
             ("   ".to_owned(), Err(PasswordError::Empty)),
-            ("000000-111111-222222-333333-444444-555555-666666-７２０８８５".to_owned(), Err(PasswordError::NotDigits { group: 8 })),
+            (
+                "000000-111111-222222-333333-444444-555555-666666-７２０８８５".to_owned(),
+                Err(PasswordError::NotDigits { group: 8 }),
+            ),
         ];
         for (input, expected) in cases {
             let got = parse_recovery_password(&input);
             match expected {
-                Ok(norm) => assert_eq!(got.map(|p| p.expose().to_owned()), Ok(norm.to_owned()), "{input:?}"),
+                Ok(norm) => assert_eq!(
+                    got.map(|p| p.expose().to_owned()),
+                    Ok(norm.to_owned()),
+                    "{input:?}"
+                ),
                 Err(e) => assert_eq!(got.err(), Some(e), "{input:?}"),
             }
         }
@@ -142,8 +192,13 @@ mod tests {
 
     #[test]
     fn error_names_the_group() {
-        let e = parse_recovery_password("000000-000000-000000-000000-000012-000000-000000-000000").err();
-        assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("group 5"));
+        let e = parse_recovery_password("000000-000000-000000-000000-000012-000000-000000-000000")
+            .err();
+        assert!(
+            e.map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("group 5")
+        );
     }
 
     #[test]

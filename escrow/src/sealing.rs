@@ -31,7 +31,8 @@ impl fmt::Debug for Kek {
 
 fn random32() -> Result<Zeroizing<[u8; 32]>, EscrowError> {
     let mut k = Zeroizing::new([0u8; 32]);
-    rand::fill(&mut k[..]).map_err(|_| EscrowError::Crypto("the system random generator failed".into()))?;
+    rand::fill(&mut k[..])
+        .map_err(|_| EscrowError::Crypto("the system random generator failed".into()))?;
     Ok(k)
 }
 
@@ -78,9 +79,9 @@ impl Kek {
 
     /// Load an existing KEK file.
     pub fn load(path: &Path) -> Result<Self, EscrowError> {
-        let data = Zeroizing::new(
-            std::fs::read(path).map_err(|e| EscrowError::Io(format!("cannot read the KEK file {}: {e}", path.display())))?,
-        );
+        let data = Zeroizing::new(std::fs::read(path).map_err(|e| {
+            EscrowError::Io(format!("cannot read the KEK file {}: {e}", path.display()))
+        })?);
         Self::from_file_bytes(&data, &path.display().to_string())
     }
 
@@ -102,11 +103,18 @@ impl Kek {
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| EscrowError::Io(format!("cannot create the KEK file {}: {e}", path.display())))?;
+            .map_err(|e| {
+                EscrowError::Io(format!(
+                    "cannot create the KEK file {}: {e}",
+                    path.display()
+                ))
+            })?;
         let text = Zeroizing::new(format!("{}\n", hex::encode(&self.0[..])));
         f.write_all(text.as_bytes())
             .and_then(|()| f.sync_all())
-            .map_err(|e| EscrowError::Io(format!("cannot write the KEK file {}: {e}", path.display())))
+            .map_err(|e| {
+                EscrowError::Io(format!("cannot write the KEK file {}: {e}", path.display()))
+            })
     }
 
     /// `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`/`LoadCredentialEncrypted=`), if set and present.
@@ -142,7 +150,9 @@ impl Kek {
     pub(crate) fn unwrap_dek(&self, wrapped: &[u8]) -> Result<Dek, EscrowError> {
         let plain = open_with(&self.aead()?, wrapped, KEK_WRAP_AAD.as_bytes())?;
         if plain.len() != 32 {
-            return Err(EscrowError::Crypto("the wrapped data key has the wrong length".into()));
+            return Err(EscrowError::Crypto(
+                "the wrapped data key has the wrong length".into(),
+            ));
         }
         let mut k = Zeroizing::new([0u8; 32]);
         k.copy_from_slice(&plain);
@@ -154,7 +164,11 @@ impl Kek {
         seal_with(&self.aead()?, plain, aad)
     }
 
-    pub(crate) fn open_blob(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, EscrowError> {
+    pub(crate) fn open_blob(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EscrowError> {
         open_with(&self.aead()?, sealed, aad)
     }
 }
@@ -177,28 +191,44 @@ fn aead_key(k: &[u8; 32]) -> Result<LessSafeKey, EscrowError> {
 /// `v1 || nonce(12) || ciphertext || tag(16)`.
 fn seal_with(key: &LessSafeKey, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, EscrowError> {
     let mut nonce = [0u8; NONCE_LEN];
-    rand::fill(&mut nonce).map_err(|_| EscrowError::Crypto("the system random generator failed".into()))?;
+    rand::fill(&mut nonce)
+        .map_err(|_| EscrowError::Crypto("the system random generator failed".into()))?;
     let mut buf = Vec::with_capacity(1 + NONCE_LEN + plain.len() + 16);
     buf.push(SEAL_V1);
     buf.extend_from_slice(&nonce);
     let mut body = plain.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
-        .map_err(|_| EscrowError::Crypto("sealing failed".into()))?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| EscrowError::Crypto("sealing failed".into()))?;
     buf.extend_from_slice(&body);
     body.fill(0);
     Ok(buf)
 }
 
-fn open_with(key: &LessSafeKey, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, EscrowError> {
+fn open_with(
+    key: &LessSafeKey,
+    sealed: &[u8],
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EscrowError> {
     if sealed.len() < 1 + NONCE_LEN + 16 || sealed[0] != SEAL_V1 {
-        return Err(EscrowError::Crypto("sealed value is truncated or has an unknown format".into()));
+        return Err(EscrowError::Crypto(
+            "sealed value is truncated or has an unknown format".into(),
+        ));
     }
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&sealed[1..1 + NONCE_LEN]);
     let mut body = Zeroizing::new(sealed[1 + NONCE_LEN..].to_vec());
     let n = key
         .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
-        .map_err(|_| EscrowError::Crypto("a sealed value failed authentication (wrong key, or the value was moved to another row or altered)".into()))?
+        .map_err(|_| {
+            EscrowError::Crypto(
+                "a sealed value failed authentication (wrong key, or the value was moved to another row or altered)"
+                    .into(),
+            )
+        })?
         .len();
     body.truncate(n);
     Ok(body)
@@ -222,8 +252,16 @@ impl Sealer {
     pub(crate) fn new(dek: &Dek) -> Result<Self, EscrowError> {
         // Separate subkeys for encryption and MAC, derived with HMAC-SHA256 (a one-block HKDF-expand).
         let prk = hmac::Key::new(hmac::HMAC_SHA256, &dek.0[..]);
-        let enc = Zeroizing::new(hmac::sign(&prk, b"netunlockd-escrow seal v1\x01").as_ref().to_vec());
-        let mac = Zeroizing::new(hmac::sign(&prk, b"netunlockd-escrow password-mac v1\x01").as_ref().to_vec());
+        let enc = Zeroizing::new(
+            hmac::sign(&prk, b"netunlockd-escrow seal v1\x01")
+                .as_ref()
+                .to_vec(),
+        );
+        let mac = Zeroizing::new(
+            hmac::sign(&prk, b"netunlockd-escrow password-mac v1\x01")
+                .as_ref()
+                .to_vec(),
+        );
         let id = hmac::sign(&prk, b"netunlockd-escrow dek id v1\x01");
         let mut enc32 = Zeroizing::new([0u8; 32]);
         enc32.copy_from_slice(&enc[..32]);
@@ -250,7 +288,9 @@ impl Sealer {
 
     /// Keyed MAC of a normalised recovery password, for constant-time equality checks without decryption.
     pub fn password_mac(&self, normalised: &str) -> Vec<u8> {
-        hmac::sign(&self.mac, normalised.as_bytes()).as_ref().to_vec()
+        hmac::sign(&self.mac, normalised.as_bytes())
+            .as_ref()
+            .to_vec()
     }
 }
 
@@ -275,14 +315,19 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// SHA-256 of a bearer secret (tokens are stored only as this hash).
 pub fn token_hash(secret: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, secret.as_bytes()).as_ref().to_vec()
+    digest::digest(&digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 /// A new bearer secret: `<prefix>_` + 43 base64url characters (256 bits).
 pub fn new_token_secret(prefix: &str) -> Result<Zeroizing<String>, EscrowError> {
     use base64::Engine;
     let k = random32()?;
-    Ok(Zeroizing::new(format!("{prefix}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&k[..]))))
+    Ok(Zeroizing::new(format!(
+        "{prefix}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&k[..])
+    )))
 }
 
 #[cfg(test)]
@@ -290,7 +335,8 @@ mod tests {
     use super::*;
 
     fn sealer() -> Sealer {
-        Sealer::new(&Dek::generate().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"))
+        Sealer::new(&Dek::generate().unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -299,15 +345,24 @@ mod tests {
         let a = aad::recovery_password(1, "vol", "P1");
         let b = aad::recovery_password(2, "vol", "P1");
         let sealed = s.seal(b"secret", &a).unwrap_or_default();
-        assert_eq!(s.open(&sealed, &a).map(|p| p.to_vec()).ok(), Some(b"secret".to_vec()));
-        assert!(s.open(&sealed, &b).is_err(), "a ciphertext moved to another row must not open");
+        assert_eq!(
+            s.open(&sealed, &a).map(|p| p.to_vec()).ok(),
+            Some(b"secret".to_vec())
+        );
+        assert!(
+            s.open(&sealed, &b).is_err(),
+            "a ciphertext moved to another row must not open"
+        );
         let mut tampered = sealed.clone();
         if let Some(x) = tampered.last_mut() {
             *x ^= 1;
         }
         assert!(s.open(&tampered, &a).is_err());
         assert!(s.open(&sealed[..10], &a).is_err());
-        assert!(sealer().open(&sealed, &a).is_err(), "another DEK must not open it");
+        assert!(
+            sealer().open(&sealed, &a).is_err(),
+            "another DEK must not open it"
+        );
     }
 
     #[test]
@@ -328,12 +383,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let p = dir.path().join("kek");
         let k = Kek::load_or_create(&p).unwrap_or_else(|e| panic!("{e}"));
-        let mode = std::fs::metadata(&p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        let mode = std::fs::metadata(&p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
         assert_eq!(mode, 0o600);
         let again = Kek::load_or_create(&p).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(k.id(), again.id());
         assert!(!format!("{k:?}").contains(&hex::encode(&k.0[..])));
-        assert_eq!(Kek::from_file_bytes(&[7u8; 32], "raw").map(|k| k.id()).ok(), Some(Kek::from_bytes([7u8; 32]).id()));
+        assert_eq!(
+            Kek::from_file_bytes(&[7u8; 32], "raw").map(|k| k.id()).ok(),
+            Some(Kek::from_bytes([7u8; 32]).id())
+        );
         assert!(Kek::from_file_bytes(b"short", "x").is_err());
         assert!(Kek::from_file_bytes(&[b'z'; 64], "x").is_err());
         assert!(Kek::load(&dir.path().join("missing")).is_err());

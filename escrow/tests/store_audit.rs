@@ -11,9 +11,23 @@ use store_common::*;
 async fn populated(db: &TestDb) -> EscrowService {
     let svc = db.open(Kek::generate()).await.unwrap();
     let dev = enroll(&svc, "SRV", 1).await;
-    svc.escrow(&dev, req(vec![item(1, 1, &password(1)), item(1, 2, &password(2))])).await.unwrap();
+    svc.escrow(
+        &dev,
+        req(vec![item(1, 1, &password(1)), item(1, 2, &password(2))]),
+    )
+    .await
+    .unwrap();
     for _ in 0..3 {
-        svc.disclose(&admin(), &pid(1), None, DisclosureReason::BiosChanged, None, None).await.unwrap();
+        svc.disclose(
+            &admin(),
+            &pid(1),
+            None,
+            DisclosureReason::BiosChanged,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
     }
     match svc.verify_audit_chain().await.unwrap() {
         ChainVerification::Ok { records, .. } => assert_eq!(records, 7),
@@ -31,7 +45,11 @@ fn broken_at(v: ChainVerification) -> i64 {
 
 both_backends!(edited_record_is_detected, |db: TestDb| async move {
     let svc = populated(&db).await;
-    raw(&svc, "UPDATE audit_log SET reason = 'lost_pin' WHERE seq = 6").await;
+    raw(
+        &svc,
+        "UPDATE audit_log SET reason = 'lost_pin' WHERE seq = 6",
+    )
+    .await;
     assert_eq!(broken_at(svc.verify_audit_chain().await.unwrap()), 6);
 });
 
@@ -43,7 +61,12 @@ both_backends!(deleted_record_is_detected, |db: TestDb| async move {
 
 both_backends!(deleted_newest_record_is_detected, |db: TestDb| async move {
     let svc = populated(&db).await;
-    let last: i64 = sqlx::query("SELECT MAX(seq) FROM audit_log").fetch_one(svc.db().pool()).await.unwrap().try_get(0).unwrap();
+    let last: i64 = sqlx::query("SELECT MAX(seq) FROM audit_log")
+        .fetch_one(svc.db().pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
     raw(&svc, &format!("DELETE FROM audit_log WHERE seq = {last}")).await;
     assert_eq!(broken_at(svc.verify_audit_chain().await.unwrap()), last);
 });
@@ -57,74 +80,156 @@ both_backends!(reordered_records_are_detected, |db: TestDb| async move {
     assert_eq!(broken_at(svc.verify_audit_chain().await.unwrap()), 3);
 });
 
-both_backends!(rehashed_edit_still_breaks_the_link, |db: TestDb| async move {
-    // An attacker who edits a record AND recomputes its own hash still breaks the next record's link.
-    let svc = populated(&db).await;
-    let rows = svc.audit_report(&admin(), Default::default()).await.unwrap();
-    let mut r = rows[4].clone();
-    r.actor_name = "mallory".into();
-    let h = hex::encode(r.compute_hash());
-    let sql = match svc.backend() {
-        Backend::Sqlite => format!("UPDATE audit_log SET actor_name = 'mallory', hash = X'{h}' WHERE seq = {}", r.seq),
-        Backend::Postgres => format!("UPDATE audit_log SET actor_name = 'mallory', hash = decode('{h}', 'hex') WHERE seq = {}", r.seq),
-    };
-    raw(&svc, &sql).await;
-    assert_eq!(broken_at(svc.verify_audit_chain().await.unwrap()), r.seq + 1);
-});
-
-both_backends!(disclosure_fails_closed_when_the_audit_insert_fails, |db: TestDb| async move {
-    let svc = populated(&db).await;
-    let before: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log").fetch_one(svc.db().pool()).await.unwrap().try_get(0).unwrap();
-    match svc.backend() {
-        Backend::Sqlite => {
-            raw(&svc, "CREATE TRIGGER block_disclose BEFORE INSERT ON audit_log WHEN NEW.action = 'disclose' BEGIN SELECT RAISE(ABORT, 'audit store refuses'); END").await;
-        }
-        Backend::Postgres => {
-            raw(&svc, "CREATE FUNCTION block_disclose() RETURNS trigger AS $$ BEGIN IF NEW.action = 'disclose' THEN RAISE EXCEPTION 'audit store refuses'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql").await;
-            raw(&svc, "CREATE TRIGGER block_disclose BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION block_disclose()").await;
-        }
+both_backends!(
+    rehashed_edit_still_breaks_the_link,
+    |db: TestDb| async move {
+        // An attacker who edits a record AND recomputes its own hash still breaks the next record's link.
+        let svc = populated(&db).await;
+        let rows = svc
+            .audit_report(&admin(), Default::default())
+            .await
+            .unwrap();
+        let mut r = rows[4].clone();
+        r.actor_name = "mallory".into();
+        let h = hex::encode(r.compute_hash());
+        let sql = match svc.backend() {
+            Backend::Sqlite => format!(
+                "UPDATE audit_log SET actor_name = 'mallory', hash = X'{h}' WHERE seq = {}",
+                r.seq
+            ),
+            Backend::Postgres => format!(
+                "UPDATE audit_log SET actor_name = 'mallory', hash = decode('{h}', 'hex') WHERE seq = {}",
+                r.seq
+            ),
+        };
+        raw(&svc, &sql).await;
+        assert_eq!(
+            broken_at(svc.verify_audit_chain().await.unwrap()),
+            r.seq + 1
+        );
     }
-    let r = svc.disclose(&admin(), &pid(2), None, DisclosureReason::LostPin, None, None).await;
-    assert!(matches!(r, Err(EscrowError::Storage(_))), "{r:?}");
-    // Nothing changed: the key is not marked disclosed and no rotation is queued.
-    let k = svc.find_by_prefix(&admin(), &pid(2).prefix8()).await.unwrap();
-    assert!(k[0].disclosed_at.is_none());
-    assert_eq!(k[0].rotation, escrow::RotationState::None);
-    let after: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log").fetch_one(svc.db().pool()).await.unwrap().try_get(0).unwrap();
-    assert_eq!(before, after);
-    raw(&svc, "DROP TRIGGER block_disclose ON audit_log".replace(" ON audit_log", if svc.backend() == Backend::Sqlite { "" } else { " ON audit_log" }).as_str()).await;
-    assert!(matches!(svc.verify_audit_chain().await.unwrap(), ChainVerification::Ok { .. }));
-    svc.disclose(&admin(), &pid(2), None, DisclosureReason::LostPin, None, None).await.unwrap();
-});
+);
 
-both_backends!(disclosure_fails_closed_when_the_database_is_gone, |db: TestDb| async move {
-    let svc = populated(&db).await;
-    svc.close().await;
-    let r = svc.disclose(&admin(), &pid(2), None, DisclosureReason::LostPin, None, None).await;
-    assert!(matches!(r, Err(EscrowError::Storage(_))), "{r:?}");
-});
-
-both_backends!(concurrent_appends_do_not_fork_the_chain, |db: TestDb| async move {
-    let svc = db.open(Kek::generate()).await.unwrap();
-    let mut devs = Vec::new();
-    for i in 0..8u32 {
-        devs.push(enroll(&svc, &format!("N{i}"), 100 + i).await);
-    }
-    let mut tasks = Vec::new();
-    for (i, d) in devs.into_iter().enumerate() {
-        let s = svc.clone();
-        tasks.push(tokio::spawn(async move {
-            for j in 0..10u32 {
-                let n = (i as u32) * 100 + j;
-                s.escrow(&d, req(vec![item(n, n, &password(n))])).await.unwrap();
+both_backends!(
+    disclosure_fails_closed_when_the_audit_insert_fails,
+    |db: TestDb| async move {
+        let svc = populated(&db).await;
+        let before: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(svc.db().pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        match svc.backend() {
+            Backend::Sqlite => {
+                raw(&svc, "CREATE TRIGGER block_disclose BEFORE INSERT ON audit_log WHEN NEW.action = 'disclose' BEGIN SELECT RAISE(ABORT, 'audit store refuses'); END").await;
             }
-        }));
+            Backend::Postgres => {
+                raw(&svc, "CREATE FUNCTION block_disclose() RETURNS trigger AS $$ BEGIN IF NEW.action = 'disclose' THEN RAISE EXCEPTION 'audit store refuses'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql").await;
+                raw(&svc, "CREATE TRIGGER block_disclose BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION block_disclose()").await;
+            }
+        }
+        let r = svc
+            .disclose(
+                &admin(),
+                &pid(2),
+                None,
+                DisclosureReason::LostPin,
+                None,
+                None,
+            )
+            .await;
+        assert!(matches!(r, Err(EscrowError::Storage(_))), "{r:?}");
+        // Nothing changed: the key is not marked disclosed and no rotation is queued.
+        let k = svc
+            .find_by_prefix(&admin(), &pid(2).prefix8())
+            .await
+            .unwrap();
+        assert!(k[0].disclosed_at.is_none());
+        assert_eq!(k[0].rotation, escrow::RotationState::None);
+        let after: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(svc.db().pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(before, after);
+        raw(
+            &svc,
+            "DROP TRIGGER block_disclose ON audit_log"
+                .replace(
+                    " ON audit_log",
+                    if svc.backend() == Backend::Sqlite {
+                        ""
+                    } else {
+                        " ON audit_log"
+                    },
+                )
+                .as_str(),
+        )
+        .await;
+        assert!(matches!(
+            svc.verify_audit_chain().await.unwrap(),
+            ChainVerification::Ok { .. }
+        ));
+        svc.disclose(
+            &admin(),
+            &pid(2),
+            None,
+            DisclosureReason::LostPin,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
     }
-    for t in tasks {
-        t.await.unwrap();
+);
+
+both_backends!(
+    disclosure_fails_closed_when_the_database_is_gone,
+    |db: TestDb| async move {
+        let svc = populated(&db).await;
+        svc.close().await;
+        let r = svc
+            .disclose(
+                &admin(),
+                &pid(2),
+                None,
+                DisclosureReason::LostPin,
+                None,
+                None,
+            )
+            .await;
+        assert!(matches!(r, Err(EscrowError::Storage(_))), "{r:?}");
     }
-    match svc.verify_audit_chain().await.unwrap() {
-        ChainVerification::Ok { records, .. } => assert_eq!(records, 8 * 2 + 80),
-        other => panic!("{other:?}"),
+);
+
+both_backends!(
+    concurrent_appends_do_not_fork_the_chain,
+    |db: TestDb| async move {
+        let svc = db.open(Kek::generate()).await.unwrap();
+        let mut devs = Vec::new();
+        for i in 0..8u32 {
+            devs.push(enroll(&svc, &format!("N{i}"), 100 + i).await);
+        }
+        let mut tasks = Vec::new();
+        for (i, d) in devs.into_iter().enumerate() {
+            let s = svc.clone();
+            tasks.push(tokio::spawn(async move {
+                for j in 0..10u32 {
+                    let n = (i as u32) * 100 + j;
+                    s.escrow(&d, req(vec![item(n, n, &password(n))]))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        match svc.verify_audit_chain().await.unwrap() {
+            ChainVerification::Ok { records, .. } => assert_eq!(records, 8 * 2 + 80),
+            other => panic!("{other:?}"),
+        }
     }
-});
+);

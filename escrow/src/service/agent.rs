@@ -12,8 +12,8 @@ use crate::audit::{action, from_micros};
 use crate::error::EscrowError;
 use crate::guid::parse_guid;
 use crate::model::{
-    Actor, AuditOutcome, CheckIn, DeviceInfo, EscrowItem, EscrowRequest, ItemOutcome, KeyCandidate, ProtectorId,
-    RotationInstruction, RotationState,
+    Actor, AuditOutcome, CheckIn, DeviceInfo, EscrowItem, EscrowRequest, ItemOutcome, KeyCandidate,
+    ProtectorId, RotationInstruction, RotationState,
 };
 use crate::sealing::{Sealer, aad, ct_eq};
 use crate::store::{NewAudit, Tx, append_audit};
@@ -23,25 +23,34 @@ pub const MAX_KEY_PACKAGE_BYTES: usize = 64 * 1024;
 pub const MAX_CHECKIN_ENTRIES: usize = 1024;
 
 fn validate_item(i: &EscrowItem) -> Result<Option<String>, EscrowError> {
-    if i.key_package.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_PACKAGE_BYTES) {
+    if i.key_package
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_PACKAGE_BYTES)
+    {
         return Err(EscrowError::Validation(format!(
             "key package of protector {} must be 1..{MAX_KEY_PACKAGE_BYTES} bytes",
             i.protector_id
         )));
     }
-    i.mount_point.as_deref().map(|m| clean_text("mount point", m, 260)).transpose().map(|m| m.filter(|m| !m.is_empty()))
+    i.mount_point
+        .as_deref()
+        .map(|m| clean_text("mount point", m, 260))
+        .transpose()
+        .map(|m| m.filter(|m| !m.is_empty()))
 }
 
 /// Refuse a device that was revoked after its certificate was checked (the check and the write are not in
 /// the same transaction otherwise).
 async fn ensure_active(tx: &mut Tx, device: &DeviceInfo, now: i64) -> Result<(), EscrowError> {
-    let n = sqlx::query("UPDATE devices SET last_check_in = $1 WHERE id = $2 AND revoked = 0 AND cert_sha256 = $3")
-        .bind(now)
-        .bind(device.id)
-        .bind(device.client_cert_sha256.clone())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+    let n = sqlx::query(
+        "UPDATE devices SET last_check_in = $1 WHERE id = $2 AND revoked = 0 AND cert_sha256 = $3",
+    )
+    .bind(now)
+    .bind(device.id)
+    .bind(device.client_cert_sha256.clone())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
     if n == 0 {
         return Err(EscrowError::Forbidden(format!(
             "device {} is revoked or its certificate binding changed; re-enroll",
@@ -52,7 +61,13 @@ async fn ensure_active(tx: &mut Tx, device: &DeviceInfo, now: i64) -> Result<(),
 }
 
 /// Insert or refresh a volume row; returns its id.
-async fn upsert_volume(tx: &mut Tx, device_id: i64, item: &EscrowItem, mount: Option<&str>, now: i64) -> Result<i64, EscrowError> {
+async fn upsert_volume(
+    tx: &mut Tx,
+    device_id: i64,
+    item: &EscrowItem,
+    mount: Option<&str>,
+    now: i64,
+) -> Result<i64, EscrowError> {
     let vg = volume_db(&item.volume_guid);
     let row = sqlx::query("SELECT id, mount_point, volume_type FROM volumes WHERE device_id = $1 AND volume_guid = $2")
         .bind(device_id)
@@ -97,7 +112,11 @@ pub(crate) async fn insert_protector(
     let pid = item.protector_id.db_string();
     let pw = item.recovery_password.expose();
     let sealed = sealer.seal(pw.as_bytes(), &aad::recovery_password(device_id, &vg, &pid))?;
-    let kp = item.key_package.as_deref().map(|k| sealer.seal(k, &aad::key_package(device_id, &vg, &pid))).transpose()?;
+    let kp = item
+        .key_package
+        .as_deref()
+        .map(|k| sealer.seal(k, &aad::key_package(device_id, &vg, &pid)))
+        .transpose()?;
     sqlx::query(
         "INSERT INTO protectors (device_id, volume_id, protector_id, protector_prefix, password_sealed, password_mac, \
          key_package_sealed, escrowed_at, rotation_state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'none')",
@@ -117,18 +136,34 @@ pub(crate) async fn insert_protector(
 
 impl EscrowService {
     /// Store the device's recovery information. Idempotent per (device, volume GUID, protector ID).
-    pub async fn escrow(&self, device: &DeviceInfo, req: EscrowRequest) -> Result<Vec<ItemOutcome>, EscrowError> {
+    pub async fn escrow(
+        &self,
+        device: &DeviceInfo,
+        req: EscrowRequest,
+    ) -> Result<Vec<ItemOutcome>, EscrowError> {
         if req.items.is_empty() && req.tpm_owner_auth.is_none() {
-            return Err(EscrowError::Validation("nothing to escrow: give at least one protector".into()));
+            return Err(EscrowError::Validation(
+                "nothing to escrow: give at least one protector".into(),
+            ));
         }
         if req.items.len() > MAX_ITEMS_PER_ESCROW {
-            return Err(EscrowError::Validation(format!("at most {MAX_ITEMS_PER_ESCROW} protectors per call")));
+            return Err(EscrowError::Validation(format!(
+                "at most {MAX_ITEMS_PER_ESCROW} protectors per call"
+            )));
         }
-        let mounts = req.items.iter().map(validate_item).collect::<Result<Vec<_>, _>>()?;
-        if let Some(t) = &req.tpm_owner_auth {
-            if t.is_empty() || t.len() > 1024 {
-                return Err(EscrowError::Validation("tpm_owner_auth must be 1..1024 characters".into()));
-            }
+        let mounts = req
+            .items
+            .iter()
+            .map(validate_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        if req
+            .tpm_owner_auth
+            .as_ref()
+            .is_some_and(|t| t.is_empty() || t.len() > 1024)
+        {
+            return Err(EscrowError::Validation(
+                "tpm_owner_auth must be 1..1024 characters".into(),
+            ));
         }
         let _guard = self.inner.seal_lock.read().await;
         let sealer = self.sealer();
@@ -139,7 +174,8 @@ impl EscrowService {
         ensure_active(&mut tx, device, now_us).await?;
         let mut out = Vec::with_capacity(req.items.len());
         for (item, mount) in req.items.iter().zip(mounts) {
-            let volume_id = upsert_volume(&mut tx, device.id, item, mount.as_deref(), now_us).await?;
+            let volume_id =
+                upsert_volume(&mut tx, device.id, item, mount.as_deref(), now_us).await?;
             let pid = item.protector_id.db_string();
             let vg = volume_db(&item.volume_guid);
             let existing = sqlx::query("SELECT id, password_mac, CASE WHEN key_package_sealed IS NULL THEN 1 ELSE 0 END, escrowed_at FROM protectors WHERE volume_id = $1 AND protector_id = $2")
@@ -150,15 +186,20 @@ impl EscrowService {
             let outcome = match existing {
                 Some(row) => {
                     let stored_mac: Vec<u8> = row.try_get(1)?;
-                    if ct_eq(&stored_mac, &sealer.password_mac(item.recovery_password.expose())) {
+                    if ct_eq(
+                        &stored_mac,
+                        &sealer.password_mac(item.recovery_password.expose()),
+                    ) {
                         let no_kp: i64 = row.try_get::<i64, _>(2)?;
                         if let (1, Some(kp)) = (no_kp, item.key_package.as_deref()) {
                             let row_id: i64 = row.try_get(0)?;
-                            sqlx::query("UPDATE protectors SET key_package_sealed = $1 WHERE id = $2")
-                                .bind(sealer.seal(kp, &aad::key_package(device.id, &vg, &pid))?)
-                                .bind(row_id)
-                                .execute(&mut *tx)
-                                .await?;
+                            sqlx::query(
+                                "UPDATE protectors SET key_package_sealed = $1 WHERE id = $2",
+                            )
+                            .bind(sealer.seal(kp, &aad::key_package(device.id, &vg, &pid))?)
+                            .bind(row_id)
+                            .execute(&mut *tx)
+                            .await?;
                         }
                         ItemOutcome::Unchanged
                     } else {
@@ -203,13 +244,15 @@ impl EscrowService {
         }
         if let Some(auth) = &req.tpm_owner_auth {
             let sealed = sealer.seal(auth.as_bytes(), &aad::tpm_owner_auth(device.id))?;
-            let n = sqlx::query("UPDATE tpm_owner_auth SET sealed = $1, updated_at = $2 WHERE device_id = $3")
-                .bind(sealed.clone())
-                .bind(now_us)
-                .bind(device.id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let n = sqlx::query(
+                "UPDATE tpm_owner_auth SET sealed = $1, updated_at = $2 WHERE device_id = $3",
+            )
+            .bind(sealed.clone())
+            .bind(now_us)
+            .bind(device.id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if n == 0 {
                 sqlx::query("INSERT INTO tpm_owner_auth (device_id, sealed, updated_at) VALUES ($1, $2, $3)")
                     .bind(device.id)
@@ -220,7 +263,8 @@ impl EscrowService {
             }
             append_audit(
                 &mut tx,
-                NewAudit::new(&actor, action::TPM_OWNER_AUTH, AuditOutcome::Success).device(device.id, &device.computer_name),
+                NewAudit::new(&actor, action::TPM_OWNER_AUTH, AuditOutcome::Success)
+                    .device(device.id, &device.computer_name),
                 now,
             )
             .await?;
@@ -231,12 +275,21 @@ impl EscrowService {
 
     /// Record what the agent has now: protectors missing from a listed volume are superseded (kept as history).
     /// Returns the protectors the agent must rotate.
-    pub async fn check_in(&self, device: &DeviceInfo, checkin: CheckIn) -> Result<Vec<RotationInstruction>, EscrowError> {
+    pub async fn check_in(
+        &self,
+        device: &DeviceInfo,
+        checkin: CheckIn,
+    ) -> Result<Vec<RotationInstruction>, EscrowError> {
         if checkin.present_protectors.len() > MAX_CHECKIN_ENTRIES {
-            return Err(EscrowError::Validation(format!("at most {MAX_CHECKIN_ENTRIES} protectors per check-in")));
+            return Err(EscrowError::Validation(format!(
+                "at most {MAX_CHECKIN_ENTRIES} protectors per check-in"
+            )));
         }
-        let present: HashSet<(String, String)> =
-            checkin.present_protectors.iter().map(|(v, p)| (volume_db(v), p.db_string())).collect();
+        let present: HashSet<(String, String)> = checkin
+            .present_protectors
+            .iter()
+            .map(|(v, p)| (volume_db(v), p.db_string()))
+            .collect();
         let volumes: HashSet<&String> = present.iter().map(|(v, _)| v).collect();
         let actor = Actor::device(device);
         let now = self.now();
@@ -260,7 +313,9 @@ impl EscrowService {
             }
             // The protector is gone from a volume the agent reported: keep it as history. A pending rotation is
             // complete if another escrowed protector on that volume is still present.
-            let replacement = live.iter().any(|(_, v2, p2, _)| v2 == vg && p2 != pid && present.contains(&(v2.clone(), p2.clone())));
+            let replacement = live.iter().any(|(_, v2, p2, _)| {
+                v2 == vg && p2 != pid && present.contains(&(v2.clone(), p2.clone()))
+            });
             let done = replacement && (rot == "requested" || rot == "new_escrowed");
             sqlx::query(
                 "UPDATE protectors SET superseded_at = $1, rotation_state = CASE WHEN $2 = 1 THEN 'done' ELSE rotation_state END, \
@@ -271,7 +326,9 @@ impl EscrowService {
             .bind(*row_id)
             .execute(&mut *tx)
             .await?;
-            let shown = parse_guid(pid).map(|u| ProtectorId(u).to_string()).unwrap_or_else(|_| pid.clone());
+            let shown = parse_guid(pid)
+                .map(|u| ProtectorId(u).to_string())
+                .unwrap_or_else(|_| pid.clone());
             append_audit(
                 &mut tx,
                 NewAudit::new(&actor, action::SUPERSEDE, AuditOutcome::Success)
@@ -316,7 +373,9 @@ impl EscrowService {
         old_removed: bool,
     ) -> Result<RotationState, EscrowError> {
         if old == new {
-            return Err(EscrowError::Validation("the new protector must differ from the old one".into()));
+            return Err(EscrowError::Validation(
+                "the new protector must differ from the old one".into(),
+            ));
         }
         let actor = Actor::device(device);
         let now = self.now();
@@ -329,17 +388,23 @@ impl EscrowService {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
-            return Err(EscrowError::NotFound(format!("protector {old} is not escrowed for this device")));
+            return Err(EscrowError::NotFound(format!(
+                "protector {old} is not escrowed for this device"
+            )));
         };
         let (row_id, volume_id): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        let state: RotationState = row.try_get::<String, _>(2)?.parse().map_err(EscrowError::Storage)?;
-        let new_exists = sqlx::query("SELECT id FROM protectors WHERE device_id = $1 AND volume_id = $2 AND protector_id = $3")
-            .bind(device.id)
-            .bind(volume_id)
-            .bind(new.db_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+        let state: RotationState = row
+            .try_get::<String, _>(2)?
+            .parse()
+            .map_err(EscrowError::Storage)?;
+        let new_exists =
+            sqlx::query("SELECT id FROM protectors WHERE device_id = $1 AND volume_id = $2 AND protector_id = $3")
+                .bind(device.id)
+                .bind(volume_id)
+                .bind(new.db_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
         if !new_exists {
             return Err(EscrowError::Conflict(format!(
                 "escrow the new protector {new} on the same volume before reporting the rotation of {old}"
@@ -348,7 +413,11 @@ impl EscrowService {
         if state == RotationState::Done {
             return Ok(RotationState::Done);
         }
-        let next = if old_removed { RotationState::Done } else { RotationState::NewEscrowed };
+        let next = if old_removed {
+            RotationState::Done
+        } else {
+            RotationState::NewEscrowed
+        };
         sqlx::query(
             "UPDATE protectors SET rotation_state = $1, replaced_by = $2, \
              rotation_done_at = CASE WHEN $3 = 1 THEN $4 ELSE rotation_done_at END, \
@@ -366,7 +435,9 @@ impl EscrowService {
             NewAudit::new(&actor, action::ROTATION_REPORT, AuditOutcome::Success)
                 .device(device.id, &device.computer_name)
                 .protector(old.to_string())
-                .detail(json!({"new_protector": new.to_string(), "old_removed": old_removed, "from": state, "to": next})),
+                .detail(
+                    json!({"new_protector": new.to_string(), "old_removed": old_removed, "from": state, "to": next}),
+                ),
             now,
         )
         .await?;
@@ -375,11 +446,16 @@ impl EscrowService {
     }
 
     /// The device's own escrowed keys (metadata only).
-    pub async fn device_own_keys(&self, device: &DeviceInfo) -> Result<Vec<KeyCandidate>, EscrowError> {
-        let rows = sqlx::query(&format!("{CANDIDATE_SELECT} WHERE p.device_id = $1 AND d.revoked = 0 ORDER BY p.id"))
-            .bind(device.id)
-            .fetch_all(&self.inner.db.pool)
-            .await?;
+    pub async fn device_own_keys(
+        &self,
+        device: &DeviceInfo,
+    ) -> Result<Vec<KeyCandidate>, EscrowError> {
+        let rows = sqlx::query(&format!(
+            "{CANDIDATE_SELECT} WHERE p.device_id = $1 AND d.revoked = 0 ORDER BY p.id"
+        ))
+        .bind(device.id)
+        .fetch_all(&self.inner.db.pool)
+        .await?;
         rows.iter().map(candidate_from_row).collect()
     }
 }

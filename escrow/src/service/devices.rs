@@ -13,8 +13,7 @@ use crate::model::{Actor, AuditOutcome, DeviceFilter, DeviceInfo, EnrollmentToke
 use crate::sealing::{ct_eq, new_token_secret, token_hash};
 use crate::store::{NewAudit, append_audit, b2i};
 
-pub(crate) const DEVICE_COLUMNS: &str =
-    "id, computer_name, domain, serial, first_seen, last_check_in, cert_sha256, revoked, reenroll_allowed";
+pub(crate) const DEVICE_COLUMNS: &str = "id, computer_name, domain, serial, first_seen, last_check_in, cert_sha256, revoked, reenroll_allowed";
 
 pub(crate) fn device_from_row(row: &AnyRow) -> Result<DeviceInfo, EscrowError> {
     Ok(DeviceInfo {
@@ -52,7 +51,12 @@ pub const ENROLLMENT_TOKEN_PREFIX: &str = "nue";
 /// A computer name: 1-63 characters of letters, digits, '-', '_' (NetBIOS/DNS host label rules, loosely).
 pub(crate) fn validate_computer_name(name: &str) -> Result<String, EscrowError> {
     let n = name.trim();
-    if n.is_empty() || n.len() > 63 || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if n.is_empty()
+        || n.len() > 63
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(EscrowError::Validation(format!(
             "computer name {:?} must be 1-63 ASCII letters, digits, '-' or '_'",
             n.chars().take(80).collect::<String>()
@@ -63,7 +67,12 @@ pub(crate) fn validate_computer_name(name: &str) -> Result<String, EscrowError> 
 
 fn validate_domain(d: &str) -> Result<String, EscrowError> {
     let n = d.trim();
-    if n.is_empty() || n.len() > 253 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    if n.is_empty()
+        || n.len() > 253
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err(EscrowError::Validation(format!(
             "domain {:?} must be a DNS or NetBIOS domain name (letters, digits, '-', '_', '.')",
             n.chars().take(80).collect::<String>()
@@ -75,13 +84,19 @@ fn validate_domain(d: &str) -> Result<String, EscrowError> {
 fn validate_cert_sha256(s: &str) -> Result<String, EscrowError> {
     let t = s.trim().replace(':', "");
     if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(EscrowError::Validation("client certificate SHA-256 must be 64 hex digits".into()));
+        return Err(EscrowError::Validation(
+            "client certificate SHA-256 must be 64 hex digits".into(),
+        ));
     }
     Ok(t.to_ascii_lowercase())
 }
 
 pub(crate) fn name_key(computer_name: &str, domain: Option<&str>) -> String {
-    format!("{}\\{}", computer_name.to_ascii_lowercase(), domain.unwrap_or("").to_ascii_lowercase())
+    format!(
+        "{}\\{}",
+        computer_name.to_ascii_lowercase(),
+        domain.unwrap_or("").to_ascii_lowercase()
+    )
 }
 
 fn to_time_duration(d: Duration, what: &str) -> Result<time::Duration, EscrowError> {
@@ -99,12 +114,19 @@ impl EscrowService {
     ) -> Result<(EnrollmentTokenInfo, String), EscrowError> {
         require_role(actor, &[Role::Admin], "create enrollment tokens")?;
         if max_uses == 0 || max_uses > 100_000 {
-            return Err(EscrowError::Validation("max_uses must be between 1 and 100000".into()));
+            return Err(EscrowError::Validation(
+                "max_uses must be between 1 and 100000".into(),
+            ));
         }
         if ttl.is_zero() || ttl > Duration::from_secs(366 * 86_400) {
-            return Err(EscrowError::Validation("token lifetime must be between 1 second and 366 days".into()));
+            return Err(EscrowError::Validation(
+                "token lifetime must be between 1 second and 366 days".into(),
+            ));
         }
-        let note = note.map(|n| clean_text("note", &n, 200)).transpose()?.filter(|n| !n.is_empty());
+        let note = note
+            .map(|n| clean_text("note", &n, 200))
+            .transpose()?
+            .filter(|n| !n.is_empty());
         let now = self.now();
         let expires = now + to_time_duration(ttl, "token lifetime")?;
         let secret = new_token_secret(ENROLLMENT_TOKEN_PREFIX)?;
@@ -125,8 +147,9 @@ impl EscrowService {
         let info = token_from_row(&row)?;
         append_audit(
             &mut tx,
-            NewAudit::new(actor, action::ENROLLMENT_TOKEN_CREATE, AuditOutcome::Success)
-                .detail(json!({"token_id": info.id, "max_uses": max_uses, "expires_at": to_micros(expires), "note": note})),
+            NewAudit::new(actor, action::ENROLLMENT_TOKEN_CREATE, AuditOutcome::Success).detail(
+                json!({"token_id": info.id, "max_uses": max_uses, "expires_at": to_micros(expires), "note": note}),
+            ),
             now,
         )
         .await?;
@@ -134,29 +157,43 @@ impl EscrowService {
         Ok((info, secret.to_string()))
     }
 
-    pub async fn list_enrollment_tokens(&self, actor: &Actor) -> Result<Vec<EnrollmentTokenInfo>, EscrowError> {
+    pub async fn list_enrollment_tokens(
+        &self,
+        actor: &Actor,
+    ) -> Result<Vec<EnrollmentTokenInfo>, EscrowError> {
         require_role(actor, &[Role::Admin], "list enrollment tokens")?;
-        let rows = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM enrollment_tokens ORDER BY id"))
-            .fetch_all(&self.inner.db.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens ORDER BY id"
+        ))
+        .fetch_all(&self.inner.db.pool)
+        .await?;
         rows.iter().map(token_from_row).collect()
     }
 
     pub async fn revoke_enrollment_token(&self, actor: &Actor, id: i64) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin], "revoke enrollment tokens")?;
         let mut tx = self.inner.db.begin_write().await?;
-        let n = sqlx::query("UPDATE enrollment_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(self.now_us())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE enrollment_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(self.now_us())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if n == 0 {
-            return Err(EscrowError::NotFound(format!("active enrollment token {id}")));
+            return Err(EscrowError::NotFound(format!(
+                "active enrollment token {id}"
+            )));
         }
         append_audit(
             &mut tx,
-            NewAudit::new(actor, action::ENROLLMENT_TOKEN_REVOKE, AuditOutcome::Success).detail(json!({"token_id": id})),
+            NewAudit::new(
+                actor,
+                action::ENROLLMENT_TOKEN_REVOKE,
+                AuditOutcome::Success,
+            )
+            .detail(json!({"token_id": id})),
             self.now(),
         )
         .await?;
@@ -179,7 +216,10 @@ impl EscrowService {
     ) -> Result<DeviceInfo, EscrowError> {
         let name = validate_computer_name(computer_name)?;
         let domain = domain.map(validate_domain).transpose()?;
-        let serial = serial.map(|s| clean_text("serial", s, 128)).transpose()?.filter(|s| !s.is_empty());
+        let serial = serial
+            .map(|s| clean_text("serial", s, 128))
+            .transpose()?
+            .filter(|s| !s.is_empty());
         let cert = validate_cert_sha256(client_cert_sha256)?;
         let hash = token_hash(token_secret.trim());
         let now = self.now_us();
@@ -188,38 +228,49 @@ impl EscrowService {
             .bind(hash.clone())
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(tok) = tok.filter(|t| t.try_get::<Vec<u8>, _>(1).is_ok_and(|h| ct_eq(&h, &hash))) else {
+        let Some(tok) = tok.filter(|t| t.try_get::<Vec<u8>, _>(1).is_ok_and(|h| ct_eq(&h, &hash)))
+        else {
             return Err(EscrowError::Unauthorized);
         };
         let token_id: i64 = tok.try_get(0)?;
         let (max, uses): (i64, i64) = (tok.try_get(2)?, tok.try_get(3)?);
         if tok.try_get::<Option<i64>, _>(5)?.is_some() {
-            return Err(EscrowError::Gone("this enrollment token was revoked; ask an admin for a new one".into()));
+            return Err(EscrowError::Gone(
+                "this enrollment token was revoked; ask an admin for a new one".into(),
+            ));
         }
         if tok.try_get::<i64, _>(4)? <= now {
-            return Err(EscrowError::Gone("this enrollment token has expired; ask an admin for a new one".into()));
+            return Err(EscrowError::Gone(
+                "this enrollment token has expired; ask an admin for a new one".into(),
+            ));
         }
         let key = name_key(&name, domain.as_deref());
-        let existing = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE name_key = $1"))
-            .bind(key.clone())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| device_from_row(&r))
-            .transpose()?;
-        if let Some(d) = &existing {
-            if !d.revoked && !d.reenroll_allowed && d.client_cert_sha256 == cert {
-                // A retried enrollment (the agent lost our answer): same binding, nothing to change.
-                return Ok(d.clone());
-            }
+        let existing = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE name_key = $1"
+        ))
+        .bind(key.clone())
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| device_from_row(&r))
+        .transpose()?;
+        if let Some(d) = existing
+            .as_ref()
+            .filter(|d| !d.revoked && !d.reenroll_allowed && d.client_cert_sha256 == cert)
+        {
+            // A retried enrollment (the agent lost our answer): same binding, nothing to change.
+            return Ok(d.clone());
         }
         if uses >= max {
-            return Err(EscrowError::Gone("this enrollment token is used up; ask an admin for a new one".into()));
+            return Err(EscrowError::Gone(
+                "this enrollment token is used up; ask an admin for a new one".into(),
+            ));
         }
-        let other = sqlx::query("SELECT computer_name FROM devices WHERE cert_sha256 = $1 AND revoked = 0 AND name_key <> $2")
-            .bind(cert.clone())
-            .bind(key.clone())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let other =
+            sqlx::query("SELECT computer_name FROM devices WHERE cert_sha256 = $1 AND revoked = 0 AND name_key <> $2")
+                .bind(cert.clone())
+                .bind(key.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(o) = other {
             let other_name: String = o.try_get(0)?;
             return Err(EscrowError::Conflict(format!(
@@ -272,8 +323,16 @@ impl EscrowService {
                 )));
             }
         };
-        sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = $1").bind(token_id).execute(&mut *tx).await?;
-        let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1")).bind(id).fetch_one(&mut *tx).await?;
+        sqlx::query("UPDATE enrollment_tokens SET uses = uses + 1 WHERE id = $1")
+            .bind(token_id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         let info = device_from_row(&row)?;
         append_audit(
             &mut tx,
@@ -288,23 +347,41 @@ impl EscrowService {
     }
 
     /// The active device bound to this client certificate; None if unknown or revoked.
-    pub async fn device_by_cert(&self, client_cert_sha256: &str) -> Result<Option<DeviceInfo>, EscrowError> {
+    pub async fn device_by_cert(
+        &self,
+        client_cert_sha256: &str,
+    ) -> Result<Option<DeviceInfo>, EscrowError> {
         let Ok(cert) = validate_cert_sha256(client_cert_sha256) else {
             return Ok(None);
         };
-        let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE cert_sha256 = $1 AND revoked = 0"))
-            .bind(cert)
-            .fetch_optional(&self.inner.db.pool)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE cert_sha256 = $1 AND revoked = 0"
+        ))
+        .bind(cert)
+        .fetch_optional(&self.inner.db.pool)
+        .await?;
         row.map(|r| device_from_row(&r)).transpose()
     }
 
-    pub async fn list_devices(&self, actor: &Actor, filter: DeviceFilter) -> Result<Vec<DeviceInfo>, EscrowError> {
+    pub async fn list_devices(
+        &self,
+        actor: &Actor,
+        filter: DeviceFilter,
+    ) -> Result<Vec<DeviceInfo>, EscrowError> {
         require_role(actor, &[Role::Admin, Role::Auditor], "list devices")?;
-        let pattern = filter.name_contains.as_deref().map(|s| format!("%{}%", s.trim().to_ascii_lowercase().replace(['%', '_', '\\'], "")));
-        let stale_before = filter
-            .stale_for_secs
-            .map(|s| self.now_us().saturating_sub(i64::try_from(s).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000)));
+        let pattern = filter.name_contains.as_deref().map(|s| {
+            format!(
+                "%{}%",
+                s.trim().to_ascii_lowercase().replace(['%', '_', '\\'], "")
+            )
+        });
+        let stale_before = filter.stale_for_secs.map(|s| {
+            self.now_us().saturating_sub(
+                i64::try_from(s)
+                    .unwrap_or(i64::MAX / 2)
+                    .saturating_mul(1_000_000),
+            )
+        });
         let rows = sqlx::query(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE ($1 = 1 OR revoked = 0) \
              AND ($2 IS NULL OR name_key LIKE $2) \
@@ -319,17 +396,33 @@ impl EscrowService {
     }
 
     pub async fn revoke_device(&self, actor: &Actor, device_id: i64) -> Result<(), EscrowError> {
-        self.device_admin_update(actor, device_id, "UPDATE devices SET revoked = 1, revoked_at = $1, reenroll_allowed = 0 WHERE id = $2", action::DEVICE_REVOKE)
-            .await
+        self.device_admin_update(
+            actor,
+            device_id,
+            "UPDATE devices SET revoked = 1, revoked_at = $1, reenroll_allowed = 0 WHERE id = $2",
+            action::DEVICE_REVOKE,
+        )
+        .await
     }
 
     /// Let the next enrollment with a valid token bind a new certificate to this device (keys are kept).
     pub async fn allow_reenroll(&self, actor: &Actor, device_id: i64) -> Result<(), EscrowError> {
-        self.device_admin_update(actor, device_id, "UPDATE devices SET reenroll_allowed = 1 WHERE id = $2 AND $1 IS NOT NULL", action::DEVICE_ALLOW_REENROLL)
-            .await
+        self.device_admin_update(
+            actor,
+            device_id,
+            "UPDATE devices SET reenroll_allowed = 1 WHERE id = $2 AND $1 IS NOT NULL",
+            action::DEVICE_ALLOW_REENROLL,
+        )
+        .await
     }
 
-    async fn device_admin_update(&self, actor: &Actor, device_id: i64, sql: &str, act: &'static str) -> Result<(), EscrowError> {
+    async fn device_admin_update(
+        &self,
+        actor: &Actor,
+        device_id: i64,
+        sql: &str,
+        act: &'static str,
+    ) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin], "manage devices")?;
         let mut tx = self.inner.db.begin_write().await?;
         let name: Option<String> = sqlx::query("SELECT computer_name FROM devices WHERE id = $1")
@@ -341,8 +434,17 @@ impl EscrowService {
         let Some(name) = name else {
             return Err(EscrowError::NotFound(format!("device {device_id}")));
         };
-        sqlx::query(sql).bind(self.now_us()).bind(device_id).execute(&mut *tx).await?;
-        append_audit(&mut tx, NewAudit::new(actor, act, AuditOutcome::Success).device(device_id, &name), self.now()).await?;
+        sqlx::query(sql)
+            .bind(self.now_us())
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        append_audit(
+            &mut tx,
+            NewAudit::new(actor, act, AuditOutcome::Success).device(device_id, &name),
+            self.now(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -47,7 +47,9 @@ impl EscrowService {
                 let pid: String = r.try_get(3)?;
                 let pw_aad = aad::recovery_password(device_id, &vg, &pid);
                 let pw = old.open(&r.try_get::<Vec<u8>, _>(4)?, &pw_aad)?;
-                let pw_text = std::str::from_utf8(&pw).map_err(|_| EscrowError::Crypto(format!("stored password of row {id} is not text")))?;
+                let pw_text = std::str::from_utf8(&pw).map_err(|_| {
+                    EscrowError::Crypto(format!("stored password of row {id} is not text"))
+                })?;
                 let kp_aad = aad::key_package(device_id, &vg, &pid);
                 let kp = r
                     .try_get::<Option<Vec<u8>>, _>(5)?
@@ -64,7 +66,10 @@ impl EscrowService {
                 after = id;
             }
         }
-        for r in sqlx::query("SELECT device_id, sealed FROM tpm_owner_auth").fetch_all(&mut *tx).await? {
+        for r in sqlx::query("SELECT device_id, sealed FROM tpm_owner_auth")
+            .fetch_all(&mut *tx)
+            .await?
+        {
             let device_id: i64 = r.try_get(0)?;
             let a = aad::tpm_owner_auth(device_id);
             let plain = old.open(&r.try_get::<Vec<u8>, _>(1)?, &a)?;
@@ -101,7 +106,11 @@ impl EscrowService {
     /// Import already-escrowed keys (e.g. from an MBAM or AD DS export) in one transaction, sealing each.
     /// Devices that do not exist are created unbound (they bind a certificate at their first enrollment).
     /// Existing (device, volume, protector) rows are left as they are. Returns the number of new protectors.
-    pub async fn bulk_import(&self, actor: &Actor, records: &[ImportRecord]) -> Result<u64, EscrowError> {
+    pub async fn bulk_import(
+        &self,
+        actor: &Actor,
+        records: &[ImportRecord],
+    ) -> Result<u64, EscrowError> {
         require_role(actor, &[Role::Admin], "import keys")?;
         let _guard = self.inner.seal_lock.read().await;
         let sealer = self.sealer();
@@ -135,9 +144,13 @@ impl EscrowService {
         let mut volumes: HashMap<(i64, String), i64> = HashMap::new();
         let mut missing: Vec<(i64, &ImportRecord)> = Vec::new();
         for r in records {
-            let dev = devices[&name_key(r.computer_name.trim(), r.domain.as_deref())];
+            let dev = device_of(&devices, r)?;
             let vg = volume_db(&r.item.volume_guid);
-            if volumes.contains_key(&(dev, vg.clone())) || missing.iter().any(|(d, m)| *d == dev && m.item.volume_guid == r.item.volume_guid) {
+            if volumes.contains_key(&(dev, vg.clone()))
+                || missing
+                    .iter()
+                    .any(|(d, m)| *d == dev && m.item.volume_guid == r.item.volume_guid)
+            {
                 continue;
             }
             match sqlx::query("SELECT id FROM volumes WHERE device_id = $1 AND volume_guid = $2")
@@ -167,14 +180,27 @@ impl EscrowService {
                 if i > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!("(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'none')", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8));
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'none')",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                ));
             }
             sql.push_str(" ON CONFLICT (volume_id, protector_id) DO NOTHING");
             let mut q = sqlx::query(&sql);
             for r in chunk {
-                let dev = devices[&name_key(r.computer_name.trim(), r.domain.as_deref())];
+                let dev = device_of(&devices, r)?;
                 let vg = volume_db(&r.item.volume_guid);
-                let vol = volumes.get(&(dev, vg.clone())).copied().ok_or_else(|| EscrowError::Storage("volume vanished during import".into()))?;
+                let vol = volumes
+                    .get(&(dev, vg.clone()))
+                    .copied()
+                    .ok_or_else(|| EscrowError::Storage("volume vanished during import".into()))?;
                 let pid = r.item.protector_id.db_string();
                 let pw = r.item.recovery_password.expose();
                 q = q
@@ -184,15 +210,22 @@ impl EscrowService {
                     .bind(r.item.protector_id.prefix8())
                     .bind(sealer.seal(pw.as_bytes(), &aad::recovery_password(dev, &vg, &pid))?)
                     .bind(sealer.password_mac(pw))
-                    .bind(r.item.key_package.as_deref().map(|k| sealer.seal(k, &aad::key_package(dev, &vg, &pid))).transpose()?)
+                    .bind(
+                        r.item
+                            .key_package
+                            .as_deref()
+                            .map(|k| sealer.seal(k, &aad::key_package(dev, &vg, &pid)))
+                            .transpose()?,
+                    )
                     .bind(to_micros(r.escrowed_at));
             }
             inserted += q.execute(&mut *tx).await?.rows_affected();
         }
         append_audit(
             &mut tx,
-            NewAudit::new(actor, action::IMPORT, AuditOutcome::Success)
-                .detail(json!({"records": records.len(), "inserted": inserted, "devices": devices.len()})),
+            NewAudit::new(actor, action::IMPORT, AuditOutcome::Success).detail(
+                json!({"records": records.len(), "inserted": inserted, "devices": devices.len()}),
+            ),
             self.now(),
         )
         .await?;
@@ -201,19 +234,35 @@ impl EscrowService {
     }
 }
 
+fn device_of(devices: &HashMap<String, i64>, r: &ImportRecord) -> Result<i64, EscrowError> {
+    devices
+        .get(&name_key(r.computer_name.trim(), r.domain.as_deref()))
+        .copied()
+        .ok_or_else(|| EscrowError::Storage("device vanished during import".into()))
+}
+
 async fn insert_volumes(
     tx: &mut Tx,
     chunk: &[(i64, &ImportRecord)],
     now_us: i64,
     volumes: &mut HashMap<(i64, String), i64>,
 ) -> Result<(), EscrowError> {
-    let mut sql = String::from("INSERT INTO volumes (device_id, volume_guid, mount_point, volume_type, first_seen) VALUES ");
+    let mut sql = String::from(
+        "INSERT INTO volumes (device_id, volume_guid, mount_point, volume_type, first_seen) VALUES ",
+    );
     for i in 0..chunk.len() {
         let b = i * 5;
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5
+        ));
     }
     sql.push_str(" RETURNING id, device_id, volume_guid");
     let mut q = sqlx::query(&sql);

@@ -23,7 +23,9 @@ use crate::sealing::{Dek, Kek, Sealer};
 use crate::store::{Backend, Db};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use reports::{DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice, VolumeWithoutKey};
+pub use reports::{
+    DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice, VolumeWithoutKey,
+};
 
 /// The escrow service: storage, sealing and clock. Cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]
@@ -33,7 +35,9 @@ pub struct EscrowService {
 
 impl std::fmt::Debug for EscrowService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EscrowService").field("backend", &self.inner.db.backend).finish_non_exhaustive()
+        f.debug_struct("EscrowService")
+            .field("backend", &self.inner.db.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,7 +60,11 @@ impl EscrowService {
     }
 
     /// As [`EscrowService::open`], with an injected clock (tests).
-    pub async fn open_with_clock(database_url: &str, kek: Kek, clock: Arc<dyn Clock>) -> Result<Self, EscrowError> {
+    pub async fn open_with_clock(
+        database_url: &str,
+        kek: Kek,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, EscrowError> {
         let db = Db::open(database_url).await?;
         let sealer = load_or_create_keyring(&db, &kek, clock.now()).await?;
         Ok(Self {
@@ -97,7 +105,11 @@ impl EscrowService {
     }
 
     pub(crate) fn current_kek(&self) -> Result<Kek, EscrowError> {
-        self.inner.kek.lock().map(|k| k.clone()).map_err(|_| EscrowError::Crypto("the KEK lock is poisoned".into()))
+        self.inner
+            .kek
+            .lock()
+            .map(|k| k.clone())
+            .map_err(|_| EscrowError::Crypto("the KEK lock is poisoned".into()))
     }
 
     pub(crate) async fn seal_lock_write(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
@@ -114,9 +126,15 @@ impl EscrowService {
     }
 }
 
-async fn load_or_create_keyring(db: &Db, kek: &Kek, now: OffsetDateTime) -> Result<Sealer, EscrowError> {
+async fn load_or_create_keyring(
+    db: &Db,
+    kek: &Kek,
+    now: OffsetDateTime,
+) -> Result<Sealer, EscrowError> {
     let mut tx = db.begin_write().await?;
-    let row = sqlx::query("SELECT kek_id, wrapped_dek FROM keyring WHERE id = 1").fetch_optional(&mut *tx).await?;
+    let row = sqlx::query("SELECT kek_id, wrapped_dek FROM keyring WHERE id = 1")
+        .fetch_optional(&mut *tx)
+        .await?;
     let sealer = match row {
         Some(row) => {
             let stored_kek_id: String = row.try_get(0)?;
@@ -150,13 +168,17 @@ async fn load_or_create_keyring(db: &Db, kek: &Kek, now: OffsetDateTime) -> Resu
 /// Refuse unless the actor is an operator (or local admin) holding one of `roles`. Returns the role.
 pub(crate) fn require_role(actor: &Actor, roles: &[Role], what: &str) -> Result<Role, EscrowError> {
     match (&actor.kind, actor.role()) {
-        (ActorKind::Device { .. }, _) | (_, None) => {
-            Err(EscrowError::Forbidden(format!("devices cannot {what}; use an operator API token")))
-        }
+        (ActorKind::Device { .. }, _) | (_, None) => Err(EscrowError::Forbidden(format!(
+            "devices cannot {what}; use an operator API token"
+        ))),
         (_, Some(r)) if roles.contains(&r) => Ok(r),
         (_, Some(r)) => Err(EscrowError::Forbidden(format!(
             "the {r} role cannot {what}; it needs one of: {}",
-            roles.iter().map(Role::as_str).collect::<Vec<_>>().join(", ")
+            roles
+                .iter()
+                .map(Role::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -165,10 +187,14 @@ pub(crate) fn require_role(actor: &Actor, roles: &[Role], what: &str) -> Result<
 pub(crate) fn clean_text(field: &str, v: &str, max: usize) -> Result<String, EscrowError> {
     let t = v.trim();
     if t.chars().count() > max {
-        return Err(EscrowError::Validation(format!("{field} is longer than {max} characters")));
+        return Err(EscrowError::Validation(format!(
+            "{field} is longer than {max} characters"
+        )));
     }
     if t.chars().any(char::is_control) {
-        return Err(EscrowError::Validation(format!("{field} contains control characters")));
+        return Err(EscrowError::Validation(format!(
+            "{field} contains control characters"
+        )));
     }
     Ok(t.to_owned())
 }

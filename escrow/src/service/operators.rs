@@ -46,20 +46,28 @@ impl EscrowService {
     }
 
     /// As [`EscrowService::bootstrap_admin`]; `force` creates another admin even if one exists (lost token).
-    pub async fn bootstrap_admin_forced(&self, name: &str, force: bool) -> Result<(OperatorInfo, String), EscrowError> {
+    pub async fn bootstrap_admin_forced(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> Result<(OperatorInfo, String), EscrowError> {
         let name = validate_operator_name(name)?;
         let now = self.now_us();
         let mut tx = self.inner.db.begin_write().await?;
-        let admins: i64 = sqlx::query("SELECT COUNT(*) FROM operators WHERE role = 'admin' AND disabled = 0")
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let admins: i64 =
+            sqlx::query("SELECT COUNT(*) FROM operators WHERE role = 'admin' AND disabled = 0")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
         if admins > 0 && !force {
             return Err(EscrowError::Conflict(
                 "an admin operator already exists; ask an admin for a token, or bootstrap with --force on the appliance".into(),
             ));
         }
-        let exists = sqlx::query("SELECT id FROM operators WHERE name = $1").bind(name.clone()).fetch_optional(&mut *tx).await?;
+        let exists = sqlx::query("SELECT id FROM operators WHERE name = $1")
+            .bind(name.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
         let id: i64 = match exists {
             Some(r) => {
                 let id: i64 = r.try_get(0)?;
@@ -69,41 +77,63 @@ impl EscrowService {
                     .await?;
                 id
             }
-            None => sqlx::query("INSERT INTO operators (name, role, disabled, created_at) VALUES ($1, 'admin', 0, $2) RETURNING id")
-                .bind(name.clone())
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?,
-        };
-        let secret = new_token_secret(OPERATOR_TOKEN_PREFIX)?;
-        let token_id: i64 = sqlx::query("INSERT INTO api_tokens (operator_id, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id")
-            .bind(id)
-            .bind(token_hash(&secret))
+            None => sqlx::query(
+                "INSERT INTO operators (name, role, disabled, created_at) VALUES ($1, 'admin', 0, $2) RETURNING id",
+            )
+            .bind(name.clone())
             .bind(now)
             .fetch_one(&mut *tx)
             .await?
-            .try_get(0)?;
+            .try_get(0)?,
+        };
+        let secret = new_token_secret(OPERATOR_TOKEN_PREFIX)?;
+        let token_id: i64 = sqlx::query(
+            "INSERT INTO api_tokens (operator_id, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(id)
+        .bind(token_hash(&secret))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
         let actor = Actor::local(format!("bootstrap:{name}"));
         append_audit(
             &mut tx,
-            NewAudit::new(&actor, action::OPERATOR_BOOTSTRAP, AuditOutcome::Success)
-                .detail(json!({"operator_id": id, "operator": name, "role": "admin", "token_id": token_id, "forced": force})),
+            NewAudit::new(&actor, action::OPERATOR_BOOTSTRAP, AuditOutcome::Success).detail(
+                json!({"operator_id": id, "operator": name, "role": "admin", "token_id": token_id, "forced": force}),
+            ),
             self.now(),
         )
         .await?;
-        let row = sqlx::query(&format!("SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = $1")).bind(id).fetch_one(&mut *tx).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         let info = operator_from_row(&row)?;
         tx.commit().await?;
         Ok((info, secret.to_string()))
     }
 
-    pub async fn create_operator(&self, actor: &Actor, name: &str, role: Role) -> Result<OperatorInfo, EscrowError> {
+    pub async fn create_operator(
+        &self,
+        actor: &Actor,
+        name: &str,
+        role: Role,
+    ) -> Result<OperatorInfo, EscrowError> {
         require_role(actor, &[Role::Admin], "manage operators")?;
         let name = validate_operator_name(name)?;
         let mut tx = self.inner.db.begin_write().await?;
-        if sqlx::query("SELECT id FROM operators WHERE name = $1").bind(name.clone()).fetch_optional(&mut *tx).await?.is_some() {
-            return Err(EscrowError::Conflict(format!("an operator named {name:?} already exists")));
+        if sqlx::query("SELECT id FROM operators WHERE name = $1")
+            .bind(name.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some()
+        {
+            return Err(EscrowError::Conflict(format!(
+                "an operator named {name:?} already exists"
+            )));
         }
         let row = sqlx::query(&format!(
             "INSERT INTO operators (name, role, disabled, created_at) VALUES ($1, $2, 0, $3) RETURNING {OPERATOR_COLUMNS}"
@@ -125,10 +155,18 @@ impl EscrowService {
         Ok(info)
     }
 
-    pub async fn set_operator_role(&self, actor: &Actor, id: i64, role: Role) -> Result<(), EscrowError> {
+    pub async fn set_operator_role(
+        &self,
+        actor: &Actor,
+        id: i64,
+        role: Role,
+    ) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin], "manage operators")?;
         let mut tx = self.inner.db.begin_write().await?;
-        let old = sqlx::query("SELECT role, name FROM operators WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        let old = sqlx::query("SELECT role, name FROM operators WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(old) = old else {
             return Err(EscrowError::NotFound(format!("operator {id}")));
         };
@@ -137,7 +175,11 @@ impl EscrowService {
         if old_role == Role::Admin.as_str() && role != Role::Admin {
             ensure_other_admin(&mut tx, id).await?;
         }
-        sqlx::query("UPDATE operators SET role = $1 WHERE id = $2").bind(role.as_str()).bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE operators SET role = $1 WHERE id = $2")
+            .bind(role.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         append_audit(
             &mut tx,
             NewAudit::new(actor, action::OPERATOR_ROLE, AuditOutcome::Success)
@@ -152,7 +194,10 @@ impl EscrowService {
     pub async fn disable_operator(&self, actor: &Actor, id: i64) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin], "manage operators")?;
         let mut tx = self.inner.db.begin_write().await?;
-        let row = sqlx::query("SELECT role, name FROM operators WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        let row = sqlx::query("SELECT role, name FROM operators WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             return Err(EscrowError::NotFound(format!("operator {id}")));
         };
@@ -162,15 +207,22 @@ impl EscrowService {
             ensure_other_admin(&mut tx, id).await?;
         }
         let now = self.now_us();
-        sqlx::query("UPDATE operators SET disabled = 1, disabled_at = $1 WHERE id = $2").bind(now).bind(id).execute(&mut *tx).await?;
-        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE operator_id = $2 AND revoked_at IS NULL")
+        sqlx::query("UPDATE operators SET disabled = 1, disabled_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE operator_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         append_audit(
             &mut tx,
-            NewAudit::new(actor, action::OPERATOR_DISABLE, AuditOutcome::Success).detail(json!({"operator_id": id, "operator": name})),
+            NewAudit::new(actor, action::OPERATOR_DISABLE, AuditOutcome::Success)
+                .detail(json!({"operator_id": id, "operator": name})),
             self.now(),
         )
         .await?;
@@ -180,7 +232,11 @@ impl EscrowService {
 
     pub async fn list_operators(&self, actor: &Actor) -> Result<Vec<OperatorInfo>, EscrowError> {
         require_role(actor, &[Role::Admin], "list operators")?;
-        let rows = sqlx::query(&format!("SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY id")).fetch_all(&self.inner.db.pool).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY id"
+        ))
+        .fetch_all(&self.inner.db.pool)
+        .await?;
         rows.iter().map(operator_from_row).collect()
     }
 
@@ -194,16 +250,24 @@ impl EscrowService {
         require_role(actor, &[Role::Admin], "manage API tokens")?;
         let now = self.now();
         let expires = match ttl {
-            Some(d) => Some(now + time::Duration::try_from(d).map_err(|_| EscrowError::Validation("token lifetime is too long".into()))?),
+            Some(d) => Some(
+                now + time::Duration::try_from(d)
+                    .map_err(|_| EscrowError::Validation("token lifetime is too long".into()))?,
+            ),
             None => None,
         };
         let mut tx = self.inner.db.begin_write().await?;
-        let op = sqlx::query("SELECT disabled, name FROM operators WHERE id = $1").bind(operator_id).fetch_optional(&mut *tx).await?;
+        let op = sqlx::query("SELECT disabled, name FROM operators WHERE id = $1")
+            .bind(operator_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(op) = op else {
             return Err(EscrowError::NotFound(format!("operator {operator_id}")));
         };
         if op.try_get::<i64, _>(0)? != 0 {
-            return Err(EscrowError::Conflict(format!("operator {operator_id} is disabled")));
+            return Err(EscrowError::Conflict(format!(
+                "operator {operator_id} is disabled"
+            )));
         }
         let name: String = op.try_get(1)?;
         let secret = new_token_secret(OPERATOR_TOKEN_PREFIX)?;
@@ -236,18 +300,23 @@ impl EscrowService {
     pub async fn revoke_api_token(&self, actor: &Actor, token_id: i64) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin], "manage API tokens")?;
         let mut tx = self.inner.db.begin_write().await?;
-        let n = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(self.now_us())
-            .bind(token_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(self.now_us())
+        .bind(token_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if n == 0 {
-            return Err(EscrowError::NotFound(format!("active API token {token_id}")));
+            return Err(EscrowError::NotFound(format!(
+                "active API token {token_id}"
+            )));
         }
         append_audit(
             &mut tx,
-            NewAudit::new(actor, action::API_TOKEN_REVOKE, AuditOutcome::Success).detail(json!({"token_id": token_id})),
+            NewAudit::new(actor, action::API_TOKEN_REVOKE, AuditOutcome::Success)
+                .detail(json!({"token_id": token_id})),
             self.now(),
         )
         .await?;
@@ -256,7 +325,10 @@ impl EscrowService {
     }
 
     /// The operator behind a bearer token, or None if unknown, revoked, expired or disabled.
-    pub async fn authenticate_operator(&self, token_secret: &str) -> Result<Option<Actor>, EscrowError> {
+    pub async fn authenticate_operator(
+        &self,
+        token_secret: &str,
+    ) -> Result<Option<Actor>, EscrowError> {
         let t = token_secret.trim();
         if t.is_empty() || t.len() > 256 {
             return Ok(None);
@@ -281,19 +353,27 @@ impl EscrowService {
             return Ok(None);
         }
         let role: String = row.try_get(5)?;
-        Ok(Some(Actor::operator(row.try_get(3)?, row.try_get::<String, _>(4)?, role.parse().map_err(EscrowError::Storage)?)))
+        Ok(Some(Actor::operator(
+            row.try_get(3)?,
+            row.try_get::<String, _>(4)?,
+            role.parse().map_err(EscrowError::Storage)?,
+        )))
     }
 }
 
 /// Refuse to demote or disable the last enabled admin (nobody could manage operators any more).
 async fn ensure_other_admin(tx: &mut crate::store::Tx, id: i64) -> Result<(), EscrowError> {
-    let others: i64 = sqlx::query("SELECT COUNT(*) FROM operators WHERE role = 'admin' AND disabled = 0 AND id <> $1")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get(0)?;
+    let others: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM operators WHERE role = 'admin' AND disabled = 0 AND id <> $1",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
     if others == 0 {
-        return Err(EscrowError::Conflict("this is the last enabled admin; create another admin first".into()));
+        return Err(EscrowError::Conflict(
+            "this is the last enabled admin; create another admin first".into(),
+        ));
     }
     Ok(())
 }

@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 
 use super::candidates::{CANDIDATE_SELECT, candidate_from_row};
 use super::{EscrowService, require_role};
-use crate::audit::{AuditFilter, AuditRecord, ChainVerification, ChainVerifier, from_micros, to_micros};
+use crate::audit::{
+    AuditFilter, AuditRecord, ChainVerification, ChainVerifier, from_micros, to_micros,
+};
 use crate::error::EscrowError;
 use crate::guid::parse_guid;
 use crate::model::{Actor, KeyCandidate, ProtectorId, Role, VolumeType};
@@ -86,7 +88,11 @@ const VOLUMES_WITHOUT_KEY: &str = "FROM volumes v JOIN devices d ON d.id = v.dev
 
 impl EscrowService {
     /// The recovery audit report (filters: date range, operator, device, action, outcome).
-    pub async fn audit_report(&self, actor: &Actor, filter: AuditFilter) -> Result<Vec<AuditRecord>, EscrowError> {
+    pub async fn audit_report(
+        &self,
+        actor: &Actor,
+        filter: AuditFilter,
+    ) -> Result<Vec<AuditRecord>, EscrowError> {
         require_role(actor, &[Role::Admin, Role::Auditor], "read the audit log")?;
         let limit = i64::from(filter.limit.unwrap_or(10_000).clamp(1, 100_000));
         let rows = sqlx::query(&format!(
@@ -107,7 +113,11 @@ impl EscrowService {
         rows.iter().map(audit_from_row).collect()
     }
 
-    pub async fn fleet_report(&self, actor: &Actor, stale_after: Duration) -> Result<FleetReport, EscrowError> {
+    pub async fn fleet_report(
+        &self,
+        actor: &Actor,
+        stale_after: Duration,
+    ) -> Result<FleetReport, EscrowError> {
         require_role(actor, &[Role::Admin, Role::Auditor], "read fleet reports")?;
         let now = self.now();
         let now_us = to_micros(now);
@@ -188,10 +198,12 @@ impl EscrowService {
         let mut v = ChainVerifier::default();
         let mut after = 0i64;
         loop {
-            let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 5000"))
-                .bind(after)
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows = sqlx::query(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT 5000"
+            ))
+            .bind(after)
+            .fetch_all(&mut *tx)
+            .await?;
             if rows.is_empty() {
                 break;
             }
@@ -245,10 +257,18 @@ impl EscrowService {
         g.protectors_escrowed = r.try_get(0)?;
         g.protectors_superseded = r.try_get(1)?;
         g.disclosed_not_rotated = r.try_get(2)?;
-        g.oldest_disclosed_not_rotated_secs =
-            r.try_get::<Option<i64>, _>(3)?.map(|d| (now_us - d).max(0) / 1_000_000).unwrap_or(0);
-        g.volumes_without_key = sqlx::query(&format!("SELECT COUNT(*) {VOLUMES_WITHOUT_KEY}")).fetch_one(&mut *tx).await?.try_get(0)?;
-        g.mismatches = sqlx::query("SELECT COUNT(*) FROM mismatches").fetch_one(&mut *tx).await?.try_get(0)?;
+        g.oldest_disclosed_not_rotated_secs = r
+            .try_get::<Option<i64>, _>(3)?
+            .map(|d| (now_us - d).max(0) / 1_000_000)
+            .unwrap_or(0);
+        g.volumes_without_key = sqlx::query(&format!("SELECT COUNT(*) {VOLUMES_WITHOUT_KEY}"))
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        g.mismatches = sqlx::query("SELECT COUNT(*) FROM mismatches")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
         g.audit_chain_length = read_audit_head(&mut tx).await?.0;
         tx.commit().await?;
         Ok(g)

@@ -64,14 +64,22 @@ impl NewAudit {
 }
 
 /// The stored chain head (seq, hash).
-pub(crate) async fn read_audit_head(conn: &mut AnyConnection) -> Result<(i64, Vec<u8>), EscrowError> {
-    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(conn).await?;
+pub(crate) async fn read_audit_head(
+    conn: &mut AnyConnection,
+) -> Result<(i64, Vec<u8>), EscrowError> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(conn)
+        .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 /// Append one record to the chain. The caller holds a write transaction (see `Db::begin_write`), so the
 /// head cannot move underneath us.
-pub(crate) async fn append_audit(conn: &mut AnyConnection, a: NewAudit, now: OffsetDateTime) -> Result<i64, EscrowError> {
+pub(crate) async fn append_audit(
+    conn: &mut AnyConnection,
+    a: NewAudit,
+    now: OffsetDateTime,
+) -> Result<i64, EscrowError> {
     let (head_seq, head_hash) = read_audit_head(conn).await?;
     let mut r = AuditRecord {
         seq: head_seq + 1,
@@ -122,7 +130,9 @@ pub(crate) async fn append_audit(conn: &mut AnyConnection, a: NewAudit, now: Off
         .await?
         .rows_affected();
     if n != 1 {
-        return Err(EscrowError::Storage("the audit chain head moved during an append; retry".into()));
+        return Err(EscrowError::Storage(
+            "the audit chain head moved during an append; retry".into(),
+        ));
     }
     Ok(r.seq)
 }

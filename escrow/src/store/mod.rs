@@ -14,7 +14,9 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use crate::error::EscrowError;
 
-pub(crate) use audit_store::{AUDIT_COLUMNS, NewAudit, append_audit, audit_from_row, read_audit_head};
+pub(crate) use audit_store::{
+    AUDIT_COLUMNS, NewAudit, append_audit, audit_from_row, read_audit_head,
+};
 
 /// Which database the pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,14 +40,18 @@ fn normalise_url(url: &str) -> Result<(String, Backend), EscrowError> {
     if u.starts_with("postgres://") || u.starts_with("postgresql://") {
         return Ok((u.to_owned(), Backend::Postgres));
     }
-    let rest = u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:"));
+    let rest = u
+        .strip_prefix("sqlite://")
+        .or_else(|| u.strip_prefix("sqlite:"));
     let Some(rest) = rest else {
         return Err(EscrowError::Validation(format!(
             "database_url {u:?} is not supported; use sqlite:///var/lib/netunlockd/escrow.db or postgres://user@host/db"
         )));
     };
     if rest.is_empty() || rest.starts_with(":memory:") {
-        return Err(EscrowError::Validation("an in-memory SQLite database would lose every escrowed key; give a file path".into()));
+        return Err(EscrowError::Validation(
+            "an in-memory SQLite database would lose every escrowed key; give a file path".into(),
+        ));
     }
     let url = if rest.contains("mode=") {
         format!("sqlite://{rest}")
@@ -79,7 +85,10 @@ impl Db {
             Backend::Postgres => pool_opts.max_connections(16),
         };
         let pool = pool_opts.connect_with(opts).await.map_err(|e| {
-            EscrowError::Storage(format!("cannot open the escrow database ({}): {e}", redact_url(&url)))
+            EscrowError::Storage(format!(
+                "cannot open the escrow database ({}): {e}",
+                redact_url(&url)
+            ))
         })?;
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
@@ -103,7 +112,9 @@ impl Db {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
+                sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+                    .execute(&mut *tx)
+                    .await?;
                 Ok(tx)
             }
         }
@@ -113,7 +124,10 @@ impl Db {
     pub(crate) async fn begin_read(&self) -> Result<Tx, EscrowError> {
         match self.backend {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN DEFERRED").await?),
-            Backend::Postgres => Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?),
+            Backend::Postgres => Ok(self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await?),
         }
     }
 
@@ -147,12 +161,24 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(normalise_url("sqlite:///x/e.db").ok(), Some(("sqlite:///x/e.db?mode=rwc".into(), Backend::Sqlite)));
-        assert_eq!(normalise_url("sqlite:e.db?mode=ro").ok(), Some(("sqlite://e.db?mode=ro".into(), Backend::Sqlite)));
-        assert_eq!(normalise_url("postgres://u@h/db").ok(), Some(("postgres://u@h/db".into(), Backend::Postgres)));
+        assert_eq!(
+            normalise_url("sqlite:///x/e.db").ok(),
+            Some(("sqlite:///x/e.db?mode=rwc".into(), Backend::Sqlite))
+        );
+        assert_eq!(
+            normalise_url("sqlite:e.db?mode=ro").ok(),
+            Some(("sqlite://e.db?mode=ro".into(), Backend::Sqlite))
+        );
+        assert_eq!(
+            normalise_url("postgres://u@h/db").ok(),
+            Some(("postgres://u@h/db".into(), Backend::Postgres))
+        );
         assert!(normalise_url("mysql://x").is_err());
         assert!(normalise_url("sqlite::memory:").is_err());
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

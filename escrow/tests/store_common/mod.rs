@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use escrow::{
-    Actor, Backend, DeviceInfo, EscrowItem, EscrowRequest, EscrowService, Kek, ManualClock, ProtectorId, Role, VolumeType,
-    parse_recovery_password,
+    Actor, Backend, DeviceInfo, EscrowItem, EscrowRequest, EscrowService, Kek, ManualClock,
+    ProtectorId, Role, VolumeType, parse_recovery_password,
 };
 use sqlx::Connection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub fn pg_base_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A database for one test. Dropping it removes the PostgreSQL schema (the SQLite file goes with the tempdir).
@@ -29,13 +30,19 @@ impl TestDb {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("escrow.db").display());
-        Self { url, backend: Backend::Sqlite, dir, schema: None }
+        Self {
+            url,
+            backend: Backend::Sqlite,
+            dir,
+            schema: None,
+        }
     }
 
     /// None (after printing the SKIP reason) when no PostgreSQL server is reachable.
     pub async fn postgres() -> Option<Self> {
         let base = pg_base_url();
-        let conn = tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&base)).await;
+        let conn =
+            tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&base)).await;
         let mut conn = match conn {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -48,11 +55,19 @@ impl TestDb {
             }
         };
         let schema = format!("t_{}", Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         conn.close().await.ok();
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
-        Some(Self { url, backend: Backend::Postgres, dir: tempfile::tempdir().unwrap(), schema: Some(schema) })
+        Some(Self {
+            url,
+            backend: Backend::Postgres,
+            dir: tempfile::tempdir().unwrap(),
+            schema: Some(schema),
+        })
     }
 
     pub async fn open(&self, kek: Kek) -> Result<EscrowService, escrow::EscrowError> {
@@ -60,7 +75,9 @@ impl TestDb {
     }
 
     pub async fn open_with_clock(&self, kek: Kek, clock: Arc<ManualClock>) -> EscrowService {
-        EscrowService::open_with_clock(&self.url, kek, clock).await.unwrap()
+        EscrowService::open_with_clock(&self.url, kek, clock)
+            .await
+            .unwrap()
     }
 }
 
@@ -70,10 +87,15 @@ impl Drop for TestDb {
             let base = pg_base_url();
             // Drop runs outside any async context we can rely on: use a private runtime on a plain thread.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
-                        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut c).await;
+                        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .execute(&mut c)
+                            .await;
                         let _ = c.close().await;
                     }
                 });
@@ -97,7 +119,9 @@ macro_rules! both_backends {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some(db) = $crate::store_common::TestDb::postgres().await else { return };
+                let Some(db) = $crate::store_common::TestDb::postgres().await else {
+                    return;
+                };
                 ($body)(db).await;
             }
         }
@@ -114,7 +138,15 @@ pub fn admin() -> Actor {
 
 /// A valid recovery password derived from `n` (group i = 11 * ((n * 7 + i) % 65536)).
 pub fn password(n: u32) -> String {
-    (0..8u32).map(|i| format!("{:06}", 11 * ((n.wrapping_mul(7919).wrapping_add(i * 104_729)) % 65_536))).collect::<Vec<_>>().join("-")
+    (0..8u32)
+        .map(|i| {
+            format!(
+                "{:06}",
+                11 * ((n.wrapping_mul(7919).wrapping_add(i * 104_729)) % 65_536)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 pub fn pid(n: u32) -> ProtectorId {
@@ -137,7 +169,10 @@ pub fn item(volume: u32, protector: u32, pw: &str) -> EscrowItem {
 }
 
 pub fn req(items: Vec<EscrowItem>) -> EscrowRequest {
-    EscrowRequest { items, tpm_owner_auth: None }
+    EscrowRequest {
+        items,
+        tpm_owner_auth: None,
+    }
 }
 
 pub fn cert(n: u32) -> String {
@@ -146,8 +181,13 @@ pub fn cert(n: u32) -> String {
 
 /// Create a token and enroll `name` with certificate `cert(n)`.
 pub async fn enroll(svc: &EscrowService, name: &str, n: u32) -> DeviceInfo {
-    let (_, secret) = svc.create_enrollment_token(&admin(), 1, Duration::from_secs(3600), None).await.unwrap();
-    svc.enroll_device(&secret, name, Some("corp.example"), None, &cert(n)).await.unwrap()
+    let (_, secret) = svc
+        .create_enrollment_token(&admin(), 1, Duration::from_secs(3600), None)
+        .await
+        .unwrap();
+    svc.enroll_device(&secret, name, Some("corp.example"), None, &cert(n))
+        .await
+        .unwrap()
 }
 
 pub async fn operator(svc: &EscrowService, name: &str, role: Role) -> Actor {
