@@ -5,6 +5,7 @@
 //! the client namespace. Everything is torn down on Drop. Without root or `ip`, tests print
 //! `SKIP: <reason>` and return.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::fs::File;
