@@ -447,7 +447,7 @@ fn schemas() -> Value {
             "CreateEnrollmentToken",
             strict(
                 &["max_uses", "ttl_seconds"],
-                json!({ "max_uses": { "type": "integer", "minimum": 1, "maximum": 100000 }, "ttl_seconds": { "type": "integer", "minimum": 60, "maximum": 2592000 }, "note": s }),
+                json!({ "max_uses": { "type": "integer", "minimum": 1, "maximum": 100000 }, "ttl_seconds": { "type": "integer", "minimum": 1, "maximum": 2592000 }, "note": s }),
             ),
         ),
         (

@@ -79,9 +79,9 @@ pub async fn create_enrollment_token(
             "max_uses must be between 1 and 100000",
         ));
     }
-    if !(60..=MAX_ENROLLMENT_TTL).contains(&body.ttl_seconds) {
+    if !(1..=MAX_ENROLLMENT_TTL).contains(&body.ttl_seconds) {
         return Err(ApiError::validation(format!(
-            "ttl_seconds must be between 60 and {MAX_ENROLLMENT_TTL} (30 days)"
+            "ttl_seconds must be between 1 and {MAX_ENROLLMENT_TTL} (30 days)"
         )));
     }
     let (info, token) = state

@@ -187,7 +187,7 @@ impl DeviceQuery {
 pub struct CreateEnrollmentToken {
     /// How many devices may enroll with it (1..=100000).
     pub max_uses: u32,
-    /// Lifetime in seconds (60..=30 days).
+    /// Lifetime in seconds (1 s to 30 days).
     pub ttl_seconds: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
