@@ -2,3 +2,7 @@
 mod daemon;
 mod harness;
 mod nkpu;
+mod escrow;
+mod escrow_durability;
+mod escrow_roles;
+mod escrow_support;
