@@ -6,7 +6,10 @@
 //! OS threads compute the reply ([`UnlockKey::answer`](crate::crypto::UnlockKey::answer)) and send it
 //! out of the arrival interface. A job older than `max_request_age` is dropped, never answered late.
 
+mod background;
+mod config;
 mod error;
+mod heartbeat;
 pub mod interfaces;
 pub mod metrics;
 pub mod outcome;
@@ -17,10 +20,9 @@ mod receive;
 mod sockets;
 mod workers;
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socket2::Socket;
@@ -28,163 +30,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keystore::KeyStore;
 
+pub use config::ResponderConfig;
 pub use error::ResponderError;
+pub use heartbeat::Heartbeat;
 pub use interfaces::{InterfaceInfo, Served, list_interfaces};
 pub use metrics::NetunlockMetrics;
 pub use outcome::{Family, Outcome};
 pub use ratelimit::RateLimit;
 pub use sockets::ALL_DHCP_RELAY_AGENTS_AND_SERVERS;
-
-/// Settings of the responder (the daemon maps its `[unlock]` section onto this).
-#[derive(Debug, Clone)]
-pub struct ResponderConfig {
-    /// Interfaces to serve; empty = all interfaces.
-    pub interfaces: Vec<String>,
-    /// DHCPv4 listen address; None = v4 off. Normally 0.0.0.0:67 (broadcasts need the wildcard address).
-    pub v4: Option<SocketAddrV4>,
-    /// DHCPv6 port on [::]; None = v6 off. Normally 547; joins ff02::1:2 on each served interface.
-    pub v6_port: Option<u16>,
-    /// Port replies go to on a directly attached v4 client (68).
-    pub v4_client_port: u16,
-    /// Port replies go to on a directly attached v6 client (546).
-    pub v6_client_port: u16,
-    /// Port of a v4 relay agent (giaddr), 67.
-    pub v4_relay_port: u16,
-    /// Port of a v6 relay agent, 547.
-    pub v6_relay_port: u16,
-    /// RSA worker threads; 0 = one per core.
-    pub workers: usize,
-    /// Capacity of the queue between the receive loops and the workers.
-    pub queue_capacity: usize,
-    /// Requests older than this when a worker picks them up (or finishes them) are dropped.
-    pub max_request_age: Duration,
-    /// Per-client token bucket (v4: MAC + ciaddr, v6: DUID); burst 0 = off.
-    pub rate_limit: RateLimit,
-    /// Requested SO_RCVBUF per socket (SO_RCVBUFFORCE when permitted).
-    pub recv_buffer_bytes: usize,
-    /// DUID sent in the Server Identifier option of v6 replies (clients ignore replies without one).
-    pub server_duid: Vec<u8>,
-}
-
-impl ResponderConfig {
-    /// The standard ports and sizing; only the server DUID has no sensible default.
-    pub fn with_defaults(server_duid: Vec<u8>) -> Self {
-        Self {
-            interfaces: Vec::new(),
-            v4: Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)),
-            v6_port: Some(547),
-            v4_client_port: 68,
-            v6_client_port: 546,
-            v4_relay_port: 67,
-            v6_relay_port: 547,
-            workers: 0,
-            queue_capacity: 4096,
-            max_request_age: Duration::from_secs(2),
-            rate_limit: RateLimit {
-                burst: 8,
-                per_second: 1.0,
-            },
-            recv_buffer_bytes: 4 << 20,
-            server_duid,
-        }
-    }
-
-    fn validate(&self) -> Result<(), ResponderError> {
-        if self.v4.is_none() && self.v6_port.is_none() {
-            return Err(ResponderError::Config(
-                "both DHCPv4 and DHCPv6 are off; enable at least one".into(),
-            ));
-        }
-        if self.v6_port.is_some() && self.server_duid.is_empty() {
-            return Err(ResponderError::Config(
-                "DHCPv6 needs a server DUID (clients ignore replies without a Server Identifier)"
-                    .into(),
-            ));
-        }
-        if self.server_duid.len() > 130 {
-            return Err(ResponderError::Config(
-                "the server DUID is longer than 130 bytes (RFC 8415 §11.1)".into(),
-            ));
-        }
-        if self.queue_capacity == 0 {
-            return Err(ResponderError::Config(
-                "queue_capacity must be at least 1".into(),
-            ));
-        }
-        if self.max_request_age.is_zero() {
-            return Err(ResponderError::Config(
-                "max_request_age must be above zero".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }
-    }
-}
-
-/// Liveness of the receive loops, for the systemd watchdog and health checks.
-#[derive(Debug)]
-pub struct Heartbeat {
-    start: Instant,
-    /// Milliseconds since `start` of the last beat, +1; 0 = that loop is not running.
-    v4: AtomicU64,
-    v6: AtomicU64,
-}
-
-impl Heartbeat {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            v4: AtomicU64::new(0),
-            v6: AtomicU64::new(0),
-        }
-    }
-
-    fn slot(&self, f: Family) -> &AtomicU64 {
-        match f {
-            Family::V4 => &self.v4,
-            Family::V6 => &self.v6,
-        }
-    }
-
-    pub(crate) fn beat(&self, f: Family) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.slot(f).store(ms + 1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn stop(&self, f: Family) {
-        self.slot(f).store(0, Ordering::Relaxed);
-    }
-
-    /// Time since the given loop last showed life; None if it is not running.
-    pub fn age(&self, f: Family) -> Option<Duration> {
-        match self.slot(f).load(Ordering::Relaxed) {
-            0 => None,
-            v => {
-                let then = Duration::from_millis(v - 1);
-                Some(self.start.elapsed().saturating_sub(then))
-            }
-        }
-    }
-
-    /// The oldest beat among running loops; None if no loop runs.
-    pub fn stalest(&self) -> Option<Duration> {
-        Family::ALL.iter().filter_map(|f| self.age(*f)).max()
-    }
-
-    /// Whether every running loop beat within `max_age` (loops beat at least once a second).
-    pub fn healthy(&self, max_age: Duration) -> bool {
-        self.stalest().is_some_and(|a| a <= max_age)
-    }
-}
 
 /// The bound responder. Create with [`Responder::bind`], then [`Responder::run`].
 pub struct Responder {
@@ -221,7 +74,7 @@ impl Responder {
             Some(addr) => {
                 let (s, eff) = sockets::bind_v4(addr, config.recv_buffer_bytes)?;
                 metrics.set_receive_buffer(Family::V4, eff);
-                log_buffer(Family::V4, addr.into(), config.recv_buffer_bytes, eff);
+                background::log_buffer(Family::V4, addr.into(), config.recv_buffer_bytes, eff);
                 Some(s)
             }
             None => None,
@@ -235,7 +88,7 @@ impl Responder {
                     .ok()
                     .and_then(|a| a.as_socket())
                     .unwrap_or_else(|| SocketAddr::from(([0u16; 8], port)));
-                log_buffer(Family::V6, addr, config.recv_buffer_bytes, eff);
+                background::log_buffer(Family::V6, addr, config.recv_buffer_bytes, eff);
                 let mut joined = 0usize;
                 for (ifindex, name) in &served.v6_join {
                     match sockets::join_v6(&s, *ifindex, name) {
@@ -333,10 +186,22 @@ impl Responder {
             tasks.spawn(receive::run_v4(ctx.clone(), s, shutdown.clone()));
         }
         if let Some(s) = v6 {
+            if config.interfaces.is_empty() {
+                let joined = ctx.served.v6_join.iter().map(|(i, _)| *i).collect();
+                tasks.spawn(background::join_new_interfaces(
+                    s.clone(),
+                    joined,
+                    shutdown.clone(),
+                ));
+            }
             tasks.spawn(receive::run_v6(ctx.clone(), s, shutdown.clone()));
         }
         // Seconds-until-expiry moves with the clock: refresh it while running.
-        tasks.spawn(refresh_certificates(keys, metrics, shutdown.clone()));
+        tasks.spawn(background::refresh_certificates(
+            keys,
+            metrics,
+            shutdown.clone(),
+        ));
 
         let mut result = Ok(());
         while let Some(joined) = tasks.join_next().await {
@@ -364,78 +229,6 @@ impl Responder {
         }
         tracing::info!("Network Unlock responder stopped");
         result
-    }
-}
-
-fn log_buffer(family: Family, addr: SocketAddr, requested: usize, effective: usize) {
-    // Linux reports twice the requested size (bookkeeping overhead); less than requested means
-    // net.core.rmem_max capped it and SO_RCVBUFFORCE was not permitted.
-    if requested > 0 && effective < requested {
-        tracing::warn!(
-            %family, %addr, requested, effective,
-            "DHCP socket receive buffer is smaller than configured (raise net.core.rmem_max or grant CAP_NET_ADMIN); \
-             a boot storm may overflow it"
-        );
-    } else {
-        tracing::info!(%family, %addr, receive_buffer_bytes = effective, "DHCP socket bound");
-    }
-}
-
-async fn refresh_certificates(
-    keys: Arc<ArcSwap<KeyStore>>,
-    metrics: Arc<NetunlockMetrics>,
-    shutdown: CancellationToken,
-) -> Result<(), ResponderError> {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => metrics.set_certificates(&keys.load(), time::OffsetDateTime::now_utc()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heartbeat_reports_running_loops_only() {
-        let h = Heartbeat::new();
-        assert_eq!(h.stalest(), None);
-        assert!(!h.healthy(Duration::from_secs(5)));
-        h.beat(Family::V4);
-        assert!(h.age(Family::V4).unwrap() < Duration::from_secs(1));
-        assert_eq!(h.age(Family::V6), None);
-        assert!(h.healthy(Duration::from_secs(5)));
-        h.stop(Family::V4);
-        assert_eq!(h.stalest(), None);
-    }
-
-    #[test]
-    fn config_validation() {
-        let mut c = ResponderConfig::with_defaults(vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1]);
-        assert!(c.validate().is_ok());
-        c.server_duid.clear();
-        assert!(c.validate().unwrap_err().to_string().contains("DUID"));
-        c.v6_port = None;
-        assert!(c.validate().is_ok(), "v4 only needs no DUID");
-        c.v4 = None;
-        assert!(c.validate().is_err());
-        let mut c = ResponderConfig::with_defaults(vec![1]);
-        c.queue_capacity = 0;
-        assert!(c.validate().is_err());
-        let mut c = ResponderConfig::with_defaults(vec![1]);
-        c.max_request_age = Duration::ZERO;
-        assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn zero_workers_means_one_per_core() {
-        let mut c = ResponderConfig::with_defaults(vec![1]);
-        assert!(c.worker_count() >= 1);
-        c.workers = 3;
-        assert_eq!(c.worker_count(), 3);
     }
 }
 

@@ -1,0 +1,80 @@
+//! Small background tasks of a running responder.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ALL_DHCP_RELAY_AGENTS_AND_SERVERS, Family, NetunlockMetrics, ResponderError, Served,
+    list_interfaces,
+};
+use crate::keystore::KeyStore;
+
+pub(crate) fn log_buffer(family: Family, addr: SocketAddr, requested: usize, effective: usize) {
+    // Linux reports twice the requested size (bookkeeping overhead); less than requested means
+    // net.core.rmem_max capped it and SO_RCVBUFFORCE was not permitted.
+    if requested > 0 && effective < requested {
+        tracing::warn!(
+            %family, %addr, requested, effective,
+            "DHCP socket receive buffer is smaller than configured (raise net.core.rmem_max or grant CAP_NET_ADMIN); \
+             a boot storm may overflow it"
+        );
+    } else {
+        tracing::info!(%family, %addr, receive_buffer_bytes = effective, "DHCP socket bound");
+    }
+}
+
+/// In "all interfaces" mode, joins ff02::1:2 on interfaces that come up after start (a VLAN added
+/// later, a late link), so DHCPv6 multicast requests on them are heard without a restart.
+pub(crate) async fn join_new_interfaces(
+    sock: Arc<tokio::net::UdpSocket>,
+    mut joined: std::collections::HashSet<u32>,
+    shutdown: CancellationToken,
+) -> Result<(), ResponderError> {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let Ok(all) = list_interfaces() else { continue };
+        let Ok(now) = Served::select(&all, &[]) else {
+            continue;
+        };
+        for (ifindex, name) in now.v6_join {
+            if joined.contains(&ifindex) {
+                continue;
+            }
+            match sock.join_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex) {
+                Ok(()) => {
+                    joined.insert(ifindex);
+                    tracing::info!(interface = %name, "DHCPv6: joined ff02::1:2 on a new interface");
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                    joined.insert(ifindex);
+                }
+                Err(e) => {
+                    tracing::debug!(interface = %name, "DHCPv6: cannot join ff02::1:2 yet: {e}")
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn refresh_certificates(
+    keys: Arc<ArcSwap<KeyStore>>,
+    metrics: Arc<NetunlockMetrics>,
+    shutdown: CancellationToken,
+) -> Result<(), ResponderError> {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => metrics.set_certificates(&keys.load(), time::OffsetDateTime::now_utc()),
+        }
+    }
+}
