@@ -5,6 +5,7 @@ use std::io;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
 
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
@@ -38,6 +39,20 @@ pub struct Received<A, M> {
     pub arrival: Option<M>,
     /// The datagram did not fit in the buffer and was cut.
     pub truncated: bool,
+    /// How long ago the kernel received the datagram (SO_TIMESTAMPNS), when available. During a storm a
+    /// datagram can wait in the socket buffer; the client's 2 s window runs from its arrival, not from
+    /// when we read it.
+    pub kernel_age: Option<Duration>,
+}
+
+/// Age of a datagram from its SO_TIMESTAMPNS (wall clock) timestamp.
+fn age_of(ts: &nix::sys::time::TimeSpec) -> Option<Duration> {
+    let at = std::time::UNIX_EPOCH.checked_add(Duration::new(
+        u64::try_from(ts.tv_sec()).ok()?,
+        u32::try_from(ts.tv_nsec()).ok()?,
+    ))?;
+    // A wall clock stepped backwards gives an error here: treat the datagram as just received.
+    std::time::SystemTime::now().duration_since(at).ok()
 }
 
 fn no_source() -> io::Error {
@@ -52,20 +67,25 @@ pub fn recv_v4(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<Received<SocketAddrV4, V4Arrival>> {
-    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo, libc::timespec);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrIn>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
         .map_err(io::Error::from)?;
     let from = msg.address.map(SocketAddrV4::from).ok_or_else(no_source)?;
     let mut arrival = None;
+    let mut kernel_age = None;
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
-            if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
-                arrival = Some(V4Arrival {
-                    ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
-                    local: Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)),
-                    header_dst: Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)),
-                });
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(info) => {
+                    arrival = Some(V4Arrival {
+                        ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
+                        local: Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)),
+                        header_dst: Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)),
+                    });
+                }
+                ControlMessageOwned::ScmTimestampns(ts) => kernel_age = age_of(&ts),
+                _ => {}
             }
         }
     }
@@ -74,6 +94,7 @@ pub fn recv_v4(
         from,
         arrival,
         truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+        kernel_age,
     })
 }
 
@@ -82,19 +103,24 @@ pub fn recv_v6(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<Received<SocketAddrV6, V6Arrival>> {
-    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::timespec);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrIn6>(fd.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
         .map_err(io::Error::from)?;
     let from = msg.address.map(SocketAddrV6::from).ok_or_else(no_source)?;
     let mut arrival = None;
+    let mut kernel_age = None;
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
-            if let ControlMessageOwned::Ipv6PacketInfo(info) = c {
-                arrival = Some(V6Arrival {
-                    ifindex: info.ipi6_ifindex,
-                    header_dst: Ipv6Addr::from(info.ipi6_addr.s6_addr),
-                });
+            match c {
+                ControlMessageOwned::Ipv6PacketInfo(info) => {
+                    arrival = Some(V6Arrival {
+                        ifindex: info.ipi6_ifindex,
+                        header_dst: Ipv6Addr::from(info.ipi6_addr.s6_addr),
+                    });
+                }
+                ControlMessageOwned::ScmTimestampns(ts) => kernel_age = age_of(&ts),
+                _ => {}
             }
         }
     }
@@ -103,6 +129,7 @@ pub fn recv_v6(
         from,
         arrival,
         truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+        kernel_age,
     })
 }
 
@@ -194,19 +221,32 @@ mod tests {
         let server = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
         nix::sys::socket::setsockopt(&server, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
             .unwrap();
+        nix::sys::socket::setsockopt(
+            &server,
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        )
+        .unwrap();
         server
             .bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
             .unwrap();
         let server_addr = server.local_addr().unwrap().as_socket_ipv4().unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         client
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         client.send_to(b"hello", server_addr).unwrap();
         let mut buf = [0u8; 64];
+        std::thread::sleep(Duration::from_millis(50));
         let got = recv_v4(server.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..got.len], b"hello");
         assert!(!got.truncated);
+        let age = got.kernel_age.expect("SO_TIMESTAMPNS age");
+        assert!(
+            age >= Duration::from_millis(40),
+            "waited in the buffer: {age:?}"
+        );
+        assert!(age < Duration::from_secs(5));
         let arrival = got.arrival.unwrap();
         let lo = nix::net::if_::if_nametoindex("lo").unwrap();
         assert_eq!(arrival.ifindex, lo);

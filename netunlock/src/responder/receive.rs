@@ -321,9 +321,16 @@ macro_rules! receive_loop {
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                                 other => other,
                             };
-                            let received = Instant::now();
+                            let now = Instant::now();
                             match got {
                                 Ok(r) => {
+                                    // The client's clock started when the kernel got the datagram.
+                                    // An age beyond a minute means the wall clock was stepped: ignore it.
+                                    let received = r
+                                        .kernel_age
+                                        .filter(|age| *age < Duration::from_secs(60))
+                                        .and_then(|age| now.checked_sub(age))
+                                        .unwrap_or(now);
                                     ctx.metrics.received($family, r.len);
                                     let Some(arrival) = r.arrival else {
                                         ctx.not_nkpu($family, r.from.into(), "?", &"no packet info from the kernel");
@@ -341,7 +348,7 @@ macro_rules! receive_loop {
                                     ctx.$handle(&mut st, &buf[..r.len], r.from, arrival, received);
                                 }
                                 Err(e) if transient(&e) => {
-                                    if errors.admit(Outcome::NotNkpu, received).is_some() {
+                                    if errors.admit(Outcome::NotNkpu, now).is_some() {
                                         tracing::debug!(family = %$family, "receive error (ignored): {e}");
                                     }
                                 }

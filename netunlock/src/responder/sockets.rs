@@ -39,6 +39,8 @@ pub fn bind_v4(addr: SocketAddrV4, recv_buffer: usize) -> Result<(Socket, usize)
         .map_err(opt_err(sa, "SO_BROADCAST"))?;
     setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
         .map_err(|e| opt_err(sa, "IP_PKTINFO")(e.into()))?;
+    setsockopt(&sock, sockopt::ReceiveTimestampns, &true)
+        .map_err(|e| opt_err(sa, "SO_TIMESTAMPNS")(e.into()))?;
     let effective = size_receive_buffer(&sock, sa, recv_buffer)?;
     sock.set_nonblocking(true)
         .map_err(opt_err(sa, "O_NONBLOCK"))?;
@@ -57,6 +59,9 @@ pub fn bind_v6(port: u16, recv_buffer: usize) -> Result<(Socket, usize), Respond
         .map_err(opt_err(sa, "SO_REUSEADDR"))?;
     setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)
         .map_err(|e| opt_err(sa, "IPV6_RECVPKTINFO")(e.into()))?;
+    // Arrival time of each datagram, so time spent in the socket buffer counts against the 2 s window.
+    setsockopt(&sock, sockopt::ReceiveTimestampns, &true)
+        .map_err(|e| opt_err(sa, "SO_TIMESTAMPNS")(e.into()))?;
     // Replies to link-local clients are sent with an explicit interface; multicast is never sent.
     let effective = size_receive_buffer(&sock, sa, recv_buffer)?;
     sock.set_nonblocking(true)
