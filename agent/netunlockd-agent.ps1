@@ -25,8 +25,8 @@
     Base URL of the appliance, e.g. https://escrow.example:8443
 
 .PARAMETER ServerCertSha256
-    SHA-256 fingerprint (hex, colons allowed) of the appliance's TLS certificate, as printed by
-    `netunlockd certs show` on the appliance. Pins the server; use it with the self-generated
+    SHA-256 fingerprint (hex, colons allowed) of the appliance's TLS certificate; on the appliance:
+    openssl x509 -in /var/lib/netunlockd/escrow-tls/escrow.pem -noout -fingerprint -sha256 Pins the server; use it with the self-generated
     certificate. Omit it when the appliance certificate chains to a CA this computer trusts.
 
 .PARAMETER EnrollmentToken

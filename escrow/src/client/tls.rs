@@ -18,8 +18,8 @@ use crate::tls::{cert_sha256_hex, load_cert_chain, load_private_key, provider};
 pub enum ServerTrust {
     /// PEM file with the CA (or CA-issued chain) that signed the server certificate.
     CaFile(PathBuf),
-    /// SHA-256 (hex, colons and case ignored) of the server's leaf certificate, as printed by
-    /// `netunlockd certs show` for the self-generated escrow certificate.
+    /// SHA-256 (hex, colons and case ignored) of the server's leaf certificate, e.g. of the
+    /// self-generated escrow certificate (`openssl x509 -noout -fingerprint -sha256`).
     PinnedSha256(String),
 }
 
