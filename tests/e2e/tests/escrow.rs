@@ -707,3 +707,32 @@ both_backends!(
     metrics_count_requests_and_disclosures_openapi_is_served,
     super::metrics_and_reload
 );
+
+async fn tls_reload(backend: Backend) {
+    let mut d = EscrowDaemon::start(&backend).await;
+    let admin = d.admin().await;
+    // Opens the admin's keep-alive connection under the old certificate.
+    assert_eq!(admin.me().await.unwrap().name, "admin");
+    let old_pin = d.rotate_tls_certificate();
+    assert_ne!(old_pin, d.server_sha256);
+    // New connections get the new certificate: the new pin works, the old pin is refused.
+    assert_eq!(d.anonymous().health().await.unwrap().status, "ok");
+    let stale = escrow::client::ApiClient::new(&escrow::client::ApiClientConfig {
+        base_url: d.base_url(),
+        trust: escrow::client::ServerTrust::PinnedSha256(old_pin),
+        token: None,
+        identity: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    match stale.health().await {
+        Err(ClientError::Transport(m)) => assert!(m.contains("pinned"), "{m}"),
+        other => panic!("a client pinned to the old certificate must be refused: {other:?}"),
+    }
+    // The listener was not restarted: the admin's keep-alive client still works.
+    assert_eq!(admin.me().await.unwrap().name, "admin");
+}
+both_backends!(
+    sighup_reloads_the_tls_certificate_without_restart,
+    super::tls_reload
+);

@@ -231,6 +231,29 @@ max_body_bytes = 65536
         }
     }
 
+    /// Writes a new server certificate over the configured files and sends SIGHUP; returns once
+    /// the daemon logged the reload. `server_sha256` then pins the new certificate.
+    pub(crate) fn rotate_tls_certificate(&mut self) -> String {
+        let old = std::mem::take(&mut self.server_sha256);
+        let tls = certs::generate_tls_server_certificate(&["127.0.0.1".to_string()], 30).unwrap();
+        std::fs::write(self.dir.path().join("escrow.crt"), &tls.cert_pem).unwrap();
+        std::fs::write(self.dir.path().join("escrow.key"), tls.key_pem.as_bytes()).unwrap();
+        self.server_sha256 = certs::sha256_fingerprint_hex(&tls.cert_der);
+        let from = self.log.lines.lock().unwrap().len();
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        self.wait_for_log(
+            "escrow TLS certificate reloaded",
+            from,
+            Duration::from_secs(20),
+        );
+        old
+    }
+
     pub(crate) fn restart(&mut self) {
         self.kill9();
         self.spawn();
