@@ -254,3 +254,6 @@ async fn refresh_gauges(state: AppState, every: Duration, shutdown: Cancellation
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
