@@ -233,3 +233,46 @@ both_backends!(
         }
     }
 );
+
+both_backends!(
+    one_failing_call_in_a_commit_batch_does_not_fail_the_others,
+    |db: TestDb| async move {
+        let svc = db.open(Kek::generate()).await.unwrap();
+        let good = enroll(&svc, "GOOD", 1).await;
+        let bad = enroll(&svc, "BAD", 2).await;
+        svc.revoke_device(&admin(), bad.id).await.unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..40u32 {
+            let s = svc.clone();
+            let d = if n % 10 == 3 {
+                bad.clone()
+            } else {
+                good.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                (n, s.escrow(&d, req(vec![item(n, n, &password(n))])).await)
+            }));
+        }
+        for t in tasks {
+            let (n, r) = t.await.unwrap();
+            if n % 10 == 3 {
+                assert!(matches!(r, Err(EscrowError::Forbidden(_))), "{n}: {r:?}");
+            } else {
+                assert_eq!(r.unwrap(), vec![escrow::ItemOutcome::Stored], "{n}");
+            }
+        }
+        assert_eq!(svc.device_own_keys(&good).await.unwrap().len(), 36);
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM protectors WHERE device_id = $1")
+            .bind(bad.id)
+            .fetch_one(svc.db().pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(matches!(
+            svc.verify_audit_chain().await.unwrap(),
+            ChainVerification::Ok { .. }
+        ));
+    }
+);

@@ -134,6 +134,43 @@ pub(crate) async fn insert_protector(
     Ok(())
 }
 
+/// Check an escrow request before it joins a commit batch; returns the cleaned mount points.
+fn validate_request(req: &EscrowRequest) -> Result<Vec<Option<String>>, EscrowError> {
+    if req.items.is_empty() && req.tpm_owner_auth.is_none() {
+        return Err(EscrowError::Validation(
+            "nothing to escrow: give at least one protector".into(),
+        ));
+    }
+    if req.items.len() > MAX_ITEMS_PER_ESCROW {
+        return Err(EscrowError::Validation(format!(
+            "at most {MAX_ITEMS_PER_ESCROW} protectors per call"
+        )));
+    }
+    let mounts = req
+        .items
+        .iter()
+        .map(validate_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    if req
+        .tpm_owner_auth
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || t.len() > 1024)
+    {
+        return Err(EscrowError::Validation(
+            "tpm_owner_auth must be 1..1024 characters".into(),
+        ));
+    }
+    Ok(mounts)
+}
+
+/// One escrow call waiting for the group committer.
+#[derive(Debug)]
+pub(crate) struct EscrowJob {
+    pub device: DeviceInfo,
+    pub req: EscrowRequest,
+    pub mounts: Vec<Option<String>>,
+}
+
 impl EscrowService {
     /// Store the device's recovery information. Idempotent per (device, volume GUID, protector ID).
     pub async fn escrow(
@@ -141,47 +178,38 @@ impl EscrowService {
         device: &DeviceInfo,
         req: EscrowRequest,
     ) -> Result<Vec<ItemOutcome>, EscrowError> {
-        if req.items.is_empty() && req.tpm_owner_auth.is_none() {
-            return Err(EscrowError::Validation(
-                "nothing to escrow: give at least one protector".into(),
-            ));
-        }
-        if req.items.len() > MAX_ITEMS_PER_ESCROW {
-            return Err(EscrowError::Validation(format!(
-                "at most {MAX_ITEMS_PER_ESCROW} protectors per call"
-            )));
-        }
-        let mounts = req
-            .items
-            .iter()
-            .map(validate_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        if req
-            .tpm_owner_auth
-            .as_ref()
-            .is_some_and(|t| t.is_empty() || t.len() > 1024)
-        {
-            return Err(EscrowError::Validation(
-                "tpm_owner_auth must be 1..1024 characters".into(),
-            ));
-        }
-        let _guard = self.inner.seal_lock.read().await;
-        let sealer = self.sealer();
+        let mounts = validate_request(&req)?;
+        self.group_commit(EscrowJob {
+            device: device.clone(),
+            req,
+            mounts,
+        })
+        .await
+    }
+
+    /// The escrow writes of one request inside the committer's transaction (see `committer.rs`).
+    pub(crate) async fn escrow_in_tx(
+        &self,
+        tx: &mut Tx,
+        sealer: &Sealer,
+        job: &EscrowJob,
+    ) -> Result<Vec<ItemOutcome>, EscrowError> {
+        let (device, req) = (&job.device, &job.req);
+        let mounts = job.mounts.clone();
         let actor = Actor::device(device);
         let now = self.now();
         let now_us = self.now_us();
-        let mut tx = self.inner.db.begin_write().await?;
-        ensure_active(&mut tx, device, now_us).await?;
+        let tx = &mut *tx;
+        ensure_active(tx, device, now_us).await?;
         let mut out = Vec::with_capacity(req.items.len());
         for (item, mount) in req.items.iter().zip(mounts) {
-            let volume_id =
-                upsert_volume(&mut tx, device.id, item, mount.as_deref(), now_us).await?;
+            let volume_id = upsert_volume(tx, device.id, item, mount.as_deref(), now_us).await?;
             let pid = item.protector_id.db_string();
             let vg = volume_db(&item.volume_guid);
             let existing = sqlx::query("SELECT id, password_mac, CASE WHEN key_package_sealed IS NULL THEN 1 ELSE 0 END, escrowed_at FROM protectors WHERE volume_id = $1 AND protector_id = $2")
                 .bind(volume_id)
                 .bind(pid.clone())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
             let outcome = match existing {
                 Some(row) => {
@@ -198,14 +226,14 @@ impl EscrowService {
                             )
                             .bind(sealer.seal(kp, &aad::key_package(device.id, &vg, &pid))?)
                             .bind(row_id)
-                            .execute(&mut *tx)
+                            .execute(&mut **tx)
                             .await?;
                         }
                         ItemOutcome::Unchanged
                     } else {
                         let stored_at: i64 = row.try_get(3)?;
                         let seq = append_audit(
-                            &mut tx,
+                            tx,
                             NewAudit::new(&actor, action::ESCROW_MISMATCH, AuditOutcome::Failure)
                                 .device(device.id, &device.computer_name)
                                 .protector(item.protector_id.to_string())
@@ -221,15 +249,15 @@ impl EscrowService {
                             .bind(now_us)
                             .bind(stored_at)
                             .bind(seq)
-                            .execute(&mut *tx)
+                            .execute(&mut **tx)
                             .await?;
                         ItemOutcome::Mismatch
                     }
                 }
                 None => {
-                    insert_protector(&mut tx, &sealer, device.id, volume_id, item, now_us).await?;
+                    insert_protector(tx, sealer, device.id, volume_id, item, now_us).await?;
                     append_audit(
-                        &mut tx,
+                        tx,
                         NewAudit::new(&actor, action::ESCROW, AuditOutcome::Success)
                             .device(device.id, &device.computer_name)
                             .protector(item.protector_id.to_string())
@@ -250,7 +278,7 @@ impl EscrowService {
             .bind(sealed.clone())
             .bind(now_us)
             .bind(device.id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected();
             if n == 0 {
@@ -258,18 +286,17 @@ impl EscrowService {
                     .bind(device.id)
                     .bind(sealed)
                     .bind(now_us)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
             }
             append_audit(
-                &mut tx,
+                tx,
                 NewAudit::new(&actor, action::TPM_OWNER_AUTH, AuditOutcome::Success)
                     .device(device.id, &device.computer_name),
                 now,
             )
             .await?;
         }
-        tx.commit().await?;
         Ok(out)
     }
 

@@ -1,6 +1,6 @@
 //! Key management: KEK re-wrap with data-key rotation, and bulk import of existing escrow records.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 use sqlx::Row;
@@ -143,16 +143,15 @@ impl EscrowService {
         // 2. volumes
         let mut volumes: HashMap<(i64, String), i64> = HashMap::new();
         let mut missing: Vec<(i64, &ImportRecord)> = Vec::new();
+        let mut pending: HashSet<(i64, String)> = HashSet::new();
         for r in records {
             let dev = device_of(&devices, r)?;
             let vg = volume_db(&r.item.volume_guid);
-            if volumes.contains_key(&(dev, vg.clone()))
-                || missing
-                    .iter()
-                    .any(|(d, m)| *d == dev && m.item.volume_guid == r.item.volume_guid)
-            {
+            let key = (dev, vg);
+            if volumes.contains_key(&key) || pending.contains(&key) {
                 continue;
             }
+            let (dev, vg) = key;
             match sqlx::query("SELECT id FROM volumes WHERE device_id = $1 AND volume_guid = $2")
                 .bind(dev)
                 .bind(vg.clone())
@@ -162,7 +161,10 @@ impl EscrowService {
                 Some(row) => {
                     volumes.insert((dev, vg), row.try_get(0)?);
                 }
-                None => missing.push((dev, r)),
+                None => {
+                    pending.insert((dev, vg));
+                    missing.push((dev, r));
+                }
             }
         }
         for chunk in missing.chunks(INSERT_BATCH) {

@@ -4,6 +4,7 @@
 mod agent;
 mod candidates;
 mod clock;
+mod committer;
 mod devices;
 mod helpdesk;
 mod keys;
@@ -50,6 +51,8 @@ struct Inner {
     seal_lock: tokio::sync::RwLock<()>,
     clock: Arc<dyn Clock>,
     kek: std::sync::Mutex<Kek>,
+    /// Queue of escrow calls for the group-commit writer task.
+    committer: tokio::sync::mpsc::Sender<committer::Queued>,
 }
 
 impl EscrowService {
@@ -67,15 +70,17 @@ impl EscrowService {
     ) -> Result<Self, EscrowError> {
         let db = Db::open(database_url).await?;
         let sealer = load_or_create_keyring(&db, &kek, clock.now()).await?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                db,
-                sealer: ArcSwap::from_pointee(sealer),
-                seal_lock: tokio::sync::RwLock::new(()),
-                clock,
-                kek: std::sync::Mutex::new(kek),
-            }),
-        })
+        let (tx, rx) = tokio::sync::mpsc::channel(committer::QUEUE);
+        let inner = Arc::new(Inner {
+            db,
+            sealer: ArcSwap::from_pointee(sealer),
+            seal_lock: tokio::sync::RwLock::new(()),
+            clock,
+            kek: std::sync::Mutex::new(kek),
+            committer: tx,
+        });
+        committer::spawn(Arc::downgrade(&inner), rx);
+        Ok(Self { inner })
     }
 
     pub fn backend(&self) -> Backend {
