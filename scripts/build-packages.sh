@@ -60,6 +60,10 @@ for f in man/netunlockd.8 completions/netunlockd.bash completions/_netunlockd co
 done
 # Compressed once, reproducibly (-n: no name or timestamp), for both package formats.
 gzip -9n "$ASSETS"/man/*.8
+# One stripped copy of the binary for both packages (as dh_strip does; cargo-generate-rpm does not
+# strip, and the release profile keeps line tables for the test suite's backtraces).
+mkdir -p "$ASSETS/bin"
+strip --strip-unneeded --remove-section=.comment --remove-section=.note -o "$ASSETS/bin/netunlockd" "$bin"
 
 [[ -f agent/netunlockd-agent.ps1 ]] || die "agent/netunlockd-agent.ps1 is missing (it ships in /usr/share/doc/netunlockd/agent/)"
 
@@ -70,7 +74,7 @@ rm -f "$DIST_DIR"/netunlockd_*.deb "$DIST_DIR"/netunlockd-*.rpm "$DIST_DIR"/SHA2
 SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || date +%s)"
 export SOURCE_DATE_EPOCH
 
-cargo deb -p netunlockd --no-build --profile "$PROFILE" --deb-revision "$DEB_REVISION" \
+cargo deb -p netunlockd --no-build --no-strip --profile "$PROFILE" --deb-revision "$DEB_REVISION" \
     --output "$DIST_DIR/" >&2
 cargo generate-rpm -p daemon --profile "$PROFILE" \
     -s "release = \"$DEB_REVISION\"" --output "$DIST_DIR/" >&2

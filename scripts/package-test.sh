@@ -95,7 +95,7 @@ log "built $DEB1 ($VERSION), $RPM1, and revision 2 for the upgrade test"
 # ---------------------------------------------------------------------------------------------
 stage "lint: lintian, rpmlint"
 # Overrides ship inside the .deb (/usr/share/lintian/overrides/netunlockd), each with its reason.
-if lintian --fail-on error --display-info --no-tag-display-limit "$DEB1" >"$WORK/lintian.txt" 2>&1; then
+if lintian --fail-on error --display-info --tag-display-limit 0 "$DEB1" >"$WORK/lintian.txt" 2>&1; then
     ok "lintian: no errors"
 else
     bad "lintian reports errors"
@@ -198,20 +198,23 @@ check "rpm requires libc" grep -q '^libc.so.6' "$WORK/rpm-requires.txt"
 
 # ---------------------------------------------------------------------------------------------
 stage "Debian bookworm root (debootstrap minbase, cached)"
-TARBALL="$CACHE/bookworm-minbase.tar.gz"
+# The package's own dependencies beyond minbase (passwd is in it) are included, so dpkg -i works
+# offline. The tarball name changes with that list, so an old cache is not reused by mistake.
+ROOT_INCLUDE="procps"
+TARBALL="$CACHE/bookworm-minbase+${ROOT_INCLUDE//,/+}.tar.gz"
 if [[ ! -s "$TARBALL" ]]; then
     log "no cached root in $TARBALL: running debootstrap (about 2 minutes)"
     mkdir -p "$CACHE"
     start=$SECONDS
-    debootstrap --variant=minbase bookworm "$WORK/bootstrap" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+    debootstrap --variant=minbase --include="$ROOT_INCLUDE" bookworm "$WORK/bootstrap" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
         || { tail -20 "$WORK/debootstrap.log"; die "debootstrap failed"; }
     tar -C "$WORK/bootstrap" -czf "$TARBALL.tmp" . && mv "$TARBALL.tmp" "$TARBALL"
     rm -rf --one-file-system "$WORK/bootstrap"
     log "debootstrap + cache took $((SECONDS - start)) s"
 fi
-new_root() { # <dir>: a fresh copy of the cached root
+new_root() { # <dir> [tarball]: a fresh copy of a cached root (default: the minbase one)
     mkdir -p "$1"
-    tar -C "$1" -xzf "$TARBALL"
+    tar -C "$1" -xzf "${2:-$TARBALL}"
 }
 ROOT="$WORK/root"
 new_root "$ROOT"
@@ -281,18 +284,36 @@ ip -n "$NS_SRV" addr add 192.0.2.1/24 dev "$IF_SRV"
 ip -n "$NS_CLI" addr add 192.0.2.2/24 dev "$IF_CLI"
 ip -n "$NS_SRV" link set "$IF_SRV" up
 ip -n "$NS_CLI" link set "$IF_CLI" up
+# The kernel adds the IPv6 link-local addresses a moment after the carrier comes up.
+for _ in $(seq 1 40); do
+    if ip -n "$NS_CLI" -6 addr show dev "$IF_CLI" scope link | grep -q fe80 \
+            && ip -n "$NS_SRV" -6 addr show dev "$IF_SRV" scope link | grep -q fe80; then
+        break
+    fi
+    sleep 0.25
+done
 
 # As systemd would run it: the netunlockd user, only CAP_NET_BIND_SERVICE, no new privileges,
 # umask 077, the installed binary and config. /proc and /sys are mounted in the private mount
 # namespace `ip netns exec` creates, so they vanish with the process.
+# shellcheck disable=SC2016 # expanded by the inner sh
+SRV_WRAPPER='mount -t proc proc "$1/proc" && mount -t sysfs sysfs "$1/sys" && root="$1" && shift && umask 077 && exec chroot "$root" setpriv --reuid=netunlockd --regid=netunlockd --init-groups --no-new-privs --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service "$@"'
 run_in_srv() { # <log> <command...>: run a command of the installed layout as netunlockd in the server namespace
     local logf="$1"
     shift
-    ip netns exec "$NS_SRV" sh -c 'mount -t proc proc "$1/proc" && mount -t sysfs sysfs "$1/sys" && root="$1" && shift && umask 077 && exec chroot "$root" setpriv --reuid=netunlockd --regid=netunlockd --init-groups --no-new-privs --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service --bounding-set=-all,+net_bind_service "$@"' \
-        sh "$ROOT" "$@" >"$logf" 2>&1
+    ip netns exec "$NS_SRV" sh -c "$SRV_WRAPPER" sh "$ROOT" "$@" >"$logf" 2>&1
+}
+# Readiness: /healthz answers 200 on the metrics listener (plain HTTP, read with bash's /dev/tcp so
+# nothing else is needed). `netunlockd status` is checked separately, as an operator would run it.
+healthz() {
+    ip netns exec "$NS_SRV" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9567 && printf "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && cat <&3' \
+        2>/dev/null
 }
 start_daemon() { # <log>
-    run_in_srv "$1" /usr/bin/netunlockd serve --config /etc/netunlockd/netunlockd.toml &
+    # A plain background command (not a function), so $! is the daemon itself: ip, sh, chroot and
+    # setpriv all exec into it.
+    ip netns exec "$NS_SRV" sh -c "$SRV_WRAPPER" sh "$ROOT" /usr/bin/netunlockd serve \
+        --config /etc/netunlockd/netunlockd.toml >"$1" 2>&1 &
     DAEMON_PID=$!
     local i
     for i in $(seq 1 120); do
@@ -302,21 +323,35 @@ start_daemon() { # <log>
             DAEMON_PID=""
             return 1
         fi
-        if ip netns exec "$NS_SRV" chroot "$ROOT" /usr/bin/netunlockd status \
-                --config /etc/netunlockd/netunlockd.toml >"$WORK/status.txt" 2>&1; then
-            ok "netunlockd serve is up and healthy after $((i / 4)).$((i % 4 * 25)) s"
+        if healthz >"$WORK/healthz.txt" && head -n1 "$WORK/healthz.txt" | grep -q ' 200 '; then
+            ok "netunlockd serve is up, /healthz 200 after $((i / 4)).$((i % 4 * 25)) s"
+            sed -n '/^{/,$p' "$WORK/healthz.txt" | sed 's/^/    /'
+            if ip netns exec "$NS_SRV" chroot "$ROOT" /usr/bin/netunlockd status \
+                    --config /etc/netunlockd/netunlockd.toml >"$WORK/status.txt" 2>&1; then
+                ok "netunlockd status: healthy"
+            else
+                bad "netunlockd status"
+            fi
             sed 's/^/    /' "$WORK/status.txt"
             return 0
         fi
         sleep 0.25
     done
     bad "netunlockd serve did not become healthy in 30 s"
-    sed 's/^/    /' "$1" "$WORK/status.txt"
+    sed 's/^/    /' "$1" "$WORK/healthz.txt"
+    kill -KILL "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+    DAEMON_PID=""
     return 1
 }
 stop_daemon() { # <log>
     [[ -n "$DAEMON_PID" ]] || return 0
-    kill -TERM "$DAEMON_PID"
+    if ! kill -TERM "$DAEMON_PID" 2>/dev/null; then
+        bad "netunlockd serve was still running before SIGTERM"
+        sed 's/^/    /' "$1"
+        DAEMON_PID=""
+        return 0
+    fi
     local rc=0
     wait "$DAEMON_PID" || rc=$?
     DAEMON_PID=""
@@ -419,7 +454,7 @@ stage "deb under a real systemd: the packaged unit, its sandbox, Type=notify, re
 # service gets the veth of the probe test). Inside, a oneshot unit installs the .deb (this time the
 # postinst takes the systemd-sysusers path), runs `systemctl enable --now netunlockd`, reports the
 # service's identity, capabilities and sandbox, waits for the host's probe, reloads, and powers off.
-SD_TARBALL="$CACHE/bookworm-systemd.tar.gz"
+SD_TARBALL="$CACHE/bookworm-minbase+${ROOT_INCLUDE//,/+}+systemd.tar.gz"
 SDROOT="$WORK/sdroot"
 sd_ready=1
 if ! command -v systemd-nspawn >/dev/null; then
@@ -431,9 +466,12 @@ if ! command -v systemd-nspawn >/dev/null; then
 elif [[ ! -s "$SD_TARBALL" ]]; then
     log "no cached systemd root in $SD_TARBALL: adding systemd to the minbase root (about a minute)"
     new_root "$SDROOT"
-    cp /etc/resolv.conf "$SDROOT/etc/resolv.conf"
+    cp /etc/resolv.conf "$SDROOT/etc/resolv.conf"  # apt inside the root; removed again below
     if chroot "$SDROOT" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd systemd-sysv dbus && apt-get clean' \
             >"$WORK/sdroot-apt.log" 2>&1; then
+        rm -f "$SDROOT/etc/resolv.conf"
+        rm -rf "$SDROOT"/var/lib/apt/lists/*
+        : >"$SDROOT/etc/machine-id"
         tar -C "$SDROOT" -czf "$SD_TARBALL.tmp" . && mv "$SD_TARBALL.tmp" "$SD_TARBALL"
     else
         sd_ready=0
@@ -443,7 +481,7 @@ elif [[ ! -s "$SD_TARBALL" ]]; then
     rm -rf --one-file-system "$SDROOT"
 fi
 if ((sd_ready)); then
-    new_root "$SDROOT"
+    new_root "$SDROOT" "$SD_TARBALL"
     cp "$DEB1" "$SDROOT/root/netunlockd.deb"
     cat >"$SDROOT/root/nu-test.sh" <<'INNER'
 #!/bin/sh
