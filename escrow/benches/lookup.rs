@@ -65,12 +65,12 @@ fn record(i: usize, pid: ProtectorId) -> ImportRecord {
             volume_guid: Uuid::from_u128(
                 0x1111_0000_0000_4000_8000_0000_0000_0000 | volume as u128,
             ),
-            mount_point: Some(if volume % 2 == 0 {
+            mount_point: Some(if volume.is_multiple_of(2) {
                 "C:".into()
             } else {
                 "D:".into()
             }),
-            volume_type: if volume % 2 == 0 {
+            volume_type: if volume.is_multiple_of(2) {
                 VolumeType::OperatingSystem
             } else {
                 VolumeType::FixedData
