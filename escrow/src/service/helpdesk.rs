@@ -80,6 +80,8 @@ impl EscrowService {
         let now = self.now();
         let now_us = self.now_us();
         let client = client_addr.map(|a| a.to_string());
+        // Not while a DEK rotation swaps keys (it holds this lock exclusively).
+        let _keys = self.inner.seal_lock.read().await;
         let mut tx = self.inner.db.begin_write().await?;
         let base = NewAudit::new(actor, action::DISCLOSE, AuditOutcome::Failure)
             .protector(protector_id.to_string())
