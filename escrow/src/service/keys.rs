@@ -118,6 +118,8 @@ impl EscrowService {
         let mut tx = self.inner.db.begin_write().await?;
         // 1. devices
         let mut devices: HashMap<String, i64> = HashMap::new();
+        // Devices created by this import have no volumes yet: no need to look theirs up.
+        let mut created: HashSet<i64> = HashSet::new();
         for r in records {
             let name = validate_computer_name(&r.computer_name)?;
             let key = name_key(&name, r.domain.as_deref());
@@ -136,7 +138,10 @@ impl EscrowService {
                 .bind(now_us)
                 .fetch_one(&mut *tx)
                 .await?
-                .try_get(0)?,
+                .try_get(0)
+                .inspect(|id| {
+                    created.insert(*id);
+                })?,
             };
             devices.insert(key, id);
         }
@@ -152,6 +157,11 @@ impl EscrowService {
                 continue;
             }
             let (dev, vg) = key;
+            if created.contains(&dev) {
+                pending.insert((dev, vg));
+                missing.push((dev, r));
+                continue;
+            }
             match sqlx::query("SELECT id FROM volumes WHERE device_id = $1 AND volume_guid = $2")
                 .bind(dev)
                 .bind(vg.clone())
