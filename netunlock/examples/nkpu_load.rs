@@ -210,8 +210,11 @@ fn run_scenario(
                     std::thread::sleep(wait);
                 }
             }
-            sent_at[i] = Some(Instant::now());
             sock.send_to(&c.request, to).expect("send");
+            // Taken after the send: on loopback the datagram is in the server's socket buffer when
+            // send_to returns, while a timestamp taken before could include a preemption of this
+            // thread that the server never saw.
+            sent_at[i] = Some(Instant::now());
         }
         for (idx, at, datagram) in receiver.join().expect("receiver") {
             match clients.get(idx) {
