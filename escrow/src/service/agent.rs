@@ -16,7 +16,7 @@ use crate::model::{
     ProtectorId, RotationInstruction, RotationState,
 };
 use crate::sealing::{Sealer, aad, ct_eq};
-use crate::store::{NewAudit, Tx, append_audit};
+use crate::store::{AuditCursor, NewAudit, Tx, append_audit, append_audit_at};
 
 pub const MAX_ITEMS_PER_ESCROW: usize = 64;
 pub const MAX_KEY_PACKAGE_BYTES: usize = 64 * 1024;
@@ -192,6 +192,7 @@ impl EscrowService {
         &self,
         tx: &mut Tx,
         sealer: &Sealer,
+        audit: &mut AuditCursor,
         job: &EscrowJob,
     ) -> Result<Vec<ItemOutcome>, EscrowError> {
         let (device, req) = (&job.device, &job.req);
@@ -232,8 +233,9 @@ impl EscrowService {
                         ItemOutcome::Unchanged
                     } else {
                         let stored_at: i64 = row.try_get(3)?;
-                        let seq = append_audit(
+                        let seq = append_audit_at(
                             tx,
+                            audit,
                             NewAudit::new(&actor, action::ESCROW_MISMATCH, AuditOutcome::Failure)
                                 .device(device.id, &device.computer_name)
                                 .protector(item.protector_id.to_string())
@@ -256,8 +258,9 @@ impl EscrowService {
                 }
                 None => {
                     insert_protector(tx, sealer, device.id, volume_id, item, now_us).await?;
-                    append_audit(
+                    append_audit_at(
                         tx,
+                        audit,
                         NewAudit::new(&actor, action::ESCROW, AuditOutcome::Success)
                             .device(device.id, &device.computer_name)
                             .protector(item.protector_id.to_string())
@@ -289,8 +292,9 @@ impl EscrowService {
                     .execute(&mut **tx)
                     .await?;
             }
-            append_audit(
+            append_audit_at(
                 tx,
+                audit,
                 NewAudit::new(&actor, action::TPM_OWNER_AUTH, AuditOutcome::Success)
                     .device(device.id, &device.computer_name),
                 now,

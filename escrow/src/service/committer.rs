@@ -12,6 +12,7 @@ use super::agent::EscrowJob;
 use super::{EscrowService, Inner};
 use crate::error::EscrowError;
 use crate::model::ItemOutcome;
+use crate::store::AuditCursor;
 
 /// Most escrow calls committed by one transaction.
 pub const MAX_BATCH: usize = 128;
@@ -69,21 +70,28 @@ impl EscrowService {
         let mut results: Vec<Outcome> = Vec::with_capacity(batch.len());
         let committed: Result<(), EscrowError> = async {
             let mut tx = self.inner.db.begin_write().await?;
+            // The audit head is read once per batch and written back once before the commit.
+            let mut audit = AuditCursor::read(&mut tx).await?;
             for q in &batch {
                 sqlx::query("SAVEPOINT escrow_call")
                     .execute(&mut *tx)
                     .await?;
-                let r = self.escrow_in_tx(&mut tx, &sealer, &q.job).await;
+                let before = audit.clone();
+                let r = self
+                    .escrow_in_tx(&mut tx, &sealer, &mut audit, &q.job)
+                    .await;
                 if r.is_err() {
                     sqlx::query("ROLLBACK TO SAVEPOINT escrow_call")
                         .execute(&mut *tx)
                         .await?;
+                    audit = before;
                 }
                 sqlx::query("RELEASE SAVEPOINT escrow_call")
                     .execute(&mut *tx)
                     .await?;
                 results.push(r);
             }
+            audit.store(&mut tx).await?;
             tx.commit().await?;
             Ok(())
         }

@@ -73,16 +73,67 @@ pub(crate) async fn read_audit_head(
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
-/// Append one record to the chain. The caller holds a write transaction (see `Db::begin_write`), so the
-/// head cannot move underneath us.
+/// The chain head as seen inside one write transaction. Several appends in the same transaction advance
+/// it in memory; `store` writes it back once (compare-and-set on the head it started from).
+#[derive(Clone, Debug)]
+pub(crate) struct AuditCursor {
+    seq: i64,
+    hash: Vec<u8>,
+    start_seq: i64,
+}
+
+impl AuditCursor {
+    /// Read the head. The caller holds a write transaction (see `Db::begin_write`), so it cannot move.
+    pub(crate) async fn read(conn: &mut AnyConnection) -> Result<Self, EscrowError> {
+        let (seq, hash) = read_audit_head(conn).await?;
+        Ok(Self {
+            seq,
+            hash,
+            start_seq: seq,
+        })
+    }
+
+    pub(crate) async fn store(&self, conn: &mut AnyConnection) -> Result<(), EscrowError> {
+        if self.seq == self.start_seq {
+            return Ok(());
+        }
+        let n = sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
+            .bind(self.seq)
+            .bind(self.hash.clone())
+            .bind(self.start_seq)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if n != 1 {
+            return Err(EscrowError::Storage(
+                "the audit chain head moved during an append; retry".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Append one record to the chain (read head, insert, move head).
 pub(crate) async fn append_audit(
     conn: &mut AnyConnection,
     a: NewAudit,
     now: OffsetDateTime,
 ) -> Result<i64, EscrowError> {
-    let (head_seq, head_hash) = read_audit_head(conn).await?;
+    let mut cursor = AuditCursor::read(conn).await?;
+    let seq = append_audit_at(conn, &mut cursor, a, now).await?;
+    cursor.store(conn).await?;
+    Ok(seq)
+}
+
+/// Insert one record after `cursor` and advance it (the head row is written by `AuditCursor::store`).
+pub(crate) async fn append_audit_at(
+    conn: &mut AnyConnection,
+    cursor: &mut AuditCursor,
+    a: NewAudit,
+    now: OffsetDateTime,
+) -> Result<i64, EscrowError> {
     let mut r = AuditRecord {
-        seq: head_seq + 1,
+        seq: cursor.seq + 1,
         // Truncate to the stored precision so the hash verifies after a round trip.
         at: from_micros(to_micros(now)),
         actor_kind: a.actor_kind.to_owned(),
@@ -96,7 +147,7 @@ pub(crate) async fn append_audit(
         outcome: a.outcome,
         client_addr: a.client_addr,
         detail: a.detail.to_string(),
-        prev_hash: head_hash,
+        prev_hash: cursor.hash.clone(),
         hash: Vec::new(),
     };
     r.hash = r.compute_hash();
@@ -107,33 +158,23 @@ pub(crate) async fn append_audit(
     )
     .bind(r.seq)
     .bind(to_micros(r.at))
-    .bind(r.actor_kind.clone())
+    .bind(r.actor_kind)
     .bind(r.actor_id)
-    .bind(r.actor_name.clone())
-    .bind(r.action.clone())
+    .bind(r.actor_name)
+    .bind(r.action)
     .bind(r.device_id)
-    .bind(r.device_name.clone())
-    .bind(r.protector_id.clone())
-    .bind(r.reason.clone())
+    .bind(r.device_name)
+    .bind(r.protector_id)
+    .bind(r.reason)
     .bind(r.outcome.as_str())
-    .bind(r.client_addr.clone())
-    .bind(r.detail.clone())
-    .bind(r.prev_hash.clone())
+    .bind(r.client_addr)
+    .bind(r.detail)
+    .bind(r.prev_hash)
     .bind(r.hash.clone())
     .execute(&mut *conn)
     .await?;
-    let n = sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
-        .bind(r.seq)
-        .bind(r.hash.clone())
-        .bind(head_seq)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if n != 1 {
-        return Err(EscrowError::Storage(
-            "the audit chain head moved during an append; retry".into(),
-        ));
-    }
+    cursor.seq = r.seq;
+    cursor.hash = r.hash;
     Ok(r.seq)
 }
 

@@ -15,7 +15,8 @@ use sqlx::{Any, AnyPool, Executor, Transaction};
 use crate::error::EscrowError;
 
 pub(crate) use audit_store::{
-    AUDIT_COLUMNS, NewAudit, append_audit, audit_from_row, read_audit_head,
+    AUDIT_COLUMNS, AuditCursor, NewAudit, append_audit, append_audit_at, audit_from_row,
+    read_audit_head,
 };
 
 /// Which database the pool talks to.
