@@ -269,6 +269,7 @@ else
     bad "netunlockd config check (as netunlockd) on the packaged config"
 fi
 sed 's/^/    /' "$WORK/check.txt"
+check "config check created nothing in /var/lib/netunlockd" test -z "$(ls -A "$ROOT/var/lib/netunlockd")"
 
 # ---------------------------------------------------------------------------------------------
 stage "deb: serve in a network namespace, unlock with probe from another"
@@ -326,6 +327,7 @@ start_daemon() { # <log>
         if healthz >"$WORK/healthz.txt" && head -n1 "$WORK/healthz.txt" | grep -q ' 200 '; then
             ok "netunlockd serve is up, /healthz 200 after $((i / 4)).$((i % 4 * 25)) s"
             sed -n '/^{/,$p' "$WORK/healthz.txt" | sed 's/^/    /'
+            echo
             if ip netns exec "$NS_SRV" chroot "$ROOT" /usr/bin/netunlockd status \
                     --config /etc/netunlockd/netunlockd.toml >"$WORK/status.txt" 2>&1; then
                 ok "netunlockd status: healthy"
@@ -380,6 +382,22 @@ if start_daemon "$WORK/serve1.log"; then
     stop_daemon "$WORK/serve1.log"
 fi
 check "start-up summary names the certificate" grep -qi 'thumbprint\|certificate' "$WORK/serve1.log"
+
+# Unsafe state is refused with a clear message: a private key readable by the group.
+KEY=/var/lib/netunlockd/network-unlock/network-unlock.key
+if [[ -e "$ROOT$KEY" ]]; then
+    chmod 0640 "$ROOT$KEY"
+    if timeout 20 ip netns exec "$NS_SRV" sh -c "$SRV_WRAPPER" sh "$ROOT" /usr/bin/netunlockd serve \
+            --config /etc/netunlockd/netunlockd.toml >"$WORK/refuse.txt" 2>&1; then
+        bad "serve refuses a group-readable private key (it started)"
+    elif grep -q 'chmod 600' "$WORK/refuse.txt"; then
+        ok "serve refuses a group-readable private key: $(grep -m1 'chmod 600' "$WORK/refuse.txt" | cut -c1-150)"
+    else
+        bad "serve refuses a group-readable private key with a clear message"
+        sed 's/^/    /' "$WORK/refuse.txt"
+    fi
+    chmod 0600 "$ROOT$KEY"
+fi
 
 # First admin, as an operator would after installing (daemon stopped or running; here stopped).
 TOKEN=""
