@@ -49,6 +49,15 @@ fn ccm_vectors() {
 }
 
 #[test]
+fn key_protector_decrypts_to_ck_sk() {
+    let key = aws_lc_rs::rsa::Pkcs1PrivateDecryptingKey::new(identity().decrypting_key().clone())
+        .unwrap();
+    let mut out = [0u8; 256];
+    let plain = key.decrypt(&kp()[..], &mut out).unwrap();
+    assert_eq!(hex::encode(plain), format!("{CK}{SK}"));
+}
+
+#[test]
 fn key_protector_decrypts_to_the_vector_kpr() {
     let key = unlock_key(7);
     assert_eq!(hex::encode(key.thumbprint()), THUMBPRINT);
