@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -180,15 +180,8 @@ impl ApiClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<(), ClientError> {
-        let resp = self.raw(method, path, &[], body).await?;
-        if resp.status() == StatusCode::NO_CONTENT || resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(ClientError::Decode(format!(
-                "unexpected status {}",
-                resp.status()
-            )))
-        }
+        // `raw` has already turned every non-2xx answer into an error.
+        self.raw(method, path, &[], body).await.map(|_| ())
     }
 
     /// `GET /health` (no authentication).
