@@ -306,10 +306,11 @@ run_in_srv() { # <log> <command...>: run a command of the installed layout as ne
 }
 # Readiness: /healthz answers 200 on the metrics listener (plain HTTP, read with bash's /dev/tcp so
 # nothing else is needed). `netunlockd status` is checked separately, as an operator would run it.
-healthz() {
-    ip netns exec "$NS_SRV" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9567 && printf "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && cat <&3' \
-        2>/dev/null
+http_get() { # <path> on the metrics listener in the server namespace; prints the raw response
+    ip netns exec "$NS_SRV" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9567 && printf "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n" "$1" >&3 && cat <&3' \
+        sh "$1" 2>/dev/null
 }
+healthz() { http_get /healthz; }
 start_daemon() { # <log>
     # A plain background command (not a function), so $! is the daemon itself: ip, sh, chroot and
     # setpriv all exec into it.
@@ -379,6 +380,18 @@ if start_daemon "$WORK/serve1.log"; then
     expect_eq "state dir mode after first start" "$(mode_of /var/lib/netunlockd)" "750 netunlockd netunlockd"
     probe v4 "probe v4 (broadcast over the veth) unlocks"
     probe v6 "probe v6 (ff02::1:2 over the veth) unlocks"
+    # A real scrape after real requests: lint it with promtool and look for the metrics the alerts use.
+    http_get /metrics | sed '1,/^\r*$/d' >"$WORK/metrics.txt"
+    if promtool check metrics <"$WORK/metrics.txt" >"$WORK/promlint.txt" 2>&1; then
+        ok "promtool check metrics on a real scrape"
+    else
+        bad "promtool check metrics on a real scrape"
+        sed 's/^/    /' "$WORK/promlint.txt"
+    fi
+    check "metrics: netunlockd_build_info" grep -q '^netunlockd_build_info{' "$WORK/metrics.txt"
+    check "metrics: the probes counted as answered" grep -qE '^netunlockd_requests_total\{.*outcome="answered".*\} [1-9]' "$WORK/metrics.txt"
+    check "metrics: certificate expiry gauge" grep -q '^netunlockd_certificate_expiry_seconds{' "$WORK/metrics.txt"
+    check "metrics: process_resident_memory_bytes" grep -q '^process_resident_memory_bytes ' "$WORK/metrics.txt"
     stop_daemon "$WORK/serve1.log"
 fi
 check "start-up summary names the certificate" grep -qi 'thumbprint\|certificate' "$WORK/serve1.log"
