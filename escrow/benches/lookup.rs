@@ -124,6 +124,14 @@ async fn run(backend: &str, url: &str, n: usize, lookups: usize) -> Vec<String> 
         }
     }
     let load = t.elapsed();
+    // Fresh planner statistics, as autovacuum (PostgreSQL) or `PRAGMA optimize` (SQLite) would give a
+    // long-running database; without them PostgreSQL may hash-join whole tables for a one-row lookup.
+    let t_an = Instant::now();
+    sqlx::query("ANALYZE")
+        .execute(svc.db().pool())
+        .await
+        .unwrap();
+    eprintln!("  {backend}: ANALYZE took {:.1?}", t_an.elapsed());
     eprintln!(
         "  {backend}: loaded {n} keys in {load:.1?}; measuring {lookups} lookups and disclosures"
     );
@@ -192,7 +200,9 @@ fn main() {
     if backends.contains("sqlite") {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        table.extend(rt.block_on(run("sqlite", &url, n, lookups)));
+        let rows = rt.block_on(run("sqlite", &url, n, lookups));
+        eprintln!("{}", rows.join("\n"));
+        table.extend(rows);
     }
     if backends.contains("postgres") {
         let base = std::env::var("DATABASE_URL")
