@@ -174,13 +174,14 @@ impl Context {
             Decision::SubnetRefused => return self.refuse(st, &seen, Outcome::SubnetRefused),
             Decision::Disabled => return self.refuse(st, &seen, Outcome::Disabled),
         }
-        let target = match v4::reply_target(&req) {
+        let (target, oif) = match v4::reply_target(&req) {
             Some(v4::ReplyTarget::Relay(a)) => {
-                SocketAddrV4::new(*a.ip(), self.config.v4_relay_port)
+                (SocketAddrV4::new(*a.ip(), self.config.v4_relay_port), 0)
             }
-            Some(v4::ReplyTarget::Client(a)) => {
-                SocketAddrV4::new(*a.ip(), self.config.v4_client_port)
-            }
+            Some(v4::ReplyTarget::Client(a)) => (
+                SocketAddrV4::new(*a.ip(), self.config.v4_client_port),
+                arrival.ifindex,
+            ),
             None => {
                 return self.not_nkpu(
                     Family::V4,
@@ -199,7 +200,7 @@ impl Context {
         let job = Job {
             received,
             keys,
-            ifindex: arrival.ifindex,
+            oif,
             interface: interface.clone(),
             client_id,
             client_addr: IpAddr::V4(client),
@@ -261,6 +262,12 @@ impl Context {
             0
         };
         let target = SocketAddrV6::new(*from.ip(), port, 0, scope);
+        // A direct client is on the arrival link; a relay with a routable address is reached by routing.
+        let oif = if relayed && scope == 0 {
+            0
+        } else {
+            arrival.ifindex
+        };
         let key = match &req.client_id {
             Some(d) => ClientKey::V6Duid(d.clone()),
             None => ClientKey::V6Addr(client),
@@ -268,7 +275,7 @@ impl Context {
         let job = Job {
             received,
             keys,
-            ifindex: arrival.ifindex,
+            oif,
             interface: interface.clone(),
             client_id: duid.clone(),
             client_addr: IpAddr::V6(client),

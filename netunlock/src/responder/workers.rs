@@ -36,7 +36,10 @@ pub(crate) struct Job {
     pub received: Instant,
     /// The key store snapshot the decision was made with (a reload meanwhile does not change it).
     pub keys: Arc<KeyStore>,
-    pub ifindex: u32,
+    /// Interface the reply is pinned to: the arrival interface for an on-link client (its address may
+    /// only be reachable there: broadcast arrival, link-local v6); 0 for a routed relay, whose reply
+    /// follows the routing table like any unicast.
+    pub oif: u32,
     pub interface: Arc<str>,
     /// For the log line: MAC (v4) or DUID (v6) and the client's address.
     pub client_id: String,
@@ -145,7 +148,7 @@ impl Shared {
                 }
                 let sent = match &self.v4 {
                     Some(s) => send_with_retry(|| {
-                        pktinfo::send_v4(s.as_fd(), &reply, *target, job.ifindex, *source)
+                        pktinfo::send_v4(s.as_fd(), &reply, *target, job.oif, *source)
                     }),
                     None => Err(std::io::Error::other("DHCPv4 socket is off")),
                 };
@@ -163,7 +166,7 @@ impl Shared {
                 }
                 let sent = match &self.v6 {
                     Some(s) => send_with_retry(|| {
-                        pktinfo::send_v6(s.as_fd(), &reply, *target, job.ifindex, *source)
+                        pktinfo::send_v6(s.as_fd(), &reply, *target, job.oif, *source)
                     }),
                     None => Err(std::io::Error::other("DHCPv6 socket is off")),
                 };

@@ -453,3 +453,16 @@ pub fn metric(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Scrapes until `series` reaches `min` (the daemon counts a reply just after sending it, so a client
+/// can see the reply a moment before the counter moves). Returns the last scrape.
+pub fn scrape_until(ns: &Netns, addr: &str, series: &str, min: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape(ns, addr);
+        if metric(&text, series) >= min || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

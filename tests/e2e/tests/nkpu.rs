@@ -18,7 +18,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::harness::{
     CLIENT_IF, CLIENT_V4, CLIENT_V6, CertEntry, Daemon, METRICS, Netns, SERVER_V4, SERVER_V6,
-    Topology, UnlockCert, config_toml, metric, output_text, probe, scrape, skip_reason,
+    Topology, UnlockCert, config_toml, metric, output_text, probe, scrape, scrape_until,
+    skip_reason,
 };
 
 /// How long "silence" is listened for: longer than the firmware's 2 s retransmission window.
@@ -434,7 +435,12 @@ fn corrupted_key_protector_gets_a_reply_that_does_not_decrypt() {
         "unexpected rejection: {err:?}"
     );
     // And it is counted as answered: there is no "decrypt failed" class.
-    let text = scrape(&setup.topo.server, METRICS);
+    let text = scrape_until(
+        &setup.topo.server,
+        METRICS,
+        r#"netunlockd_requests_total{family="v4",outcome="answered"}"#,
+        1.0,
+    );
     assert!(
         metric(
             &text,
@@ -583,7 +589,12 @@ fn metrics_count_answered_and_refused_requests() {
         false
     });
     assert!(got.is_empty());
-    let text = scrape(&setup.topo.server, METRICS);
+    let text = scrape_until(
+        &setup.topo.server,
+        METRICS,
+        r#"netunlockd_requests_total{family="v6",outcome="answered"}"#,
+        1.0,
+    );
     let answered_v4 = metric(
         &text,
         r#"netunlockd_requests_total{family="v4",outcome="answered"}"#,
