@@ -121,19 +121,37 @@ function Get-AgentCertificate {
 }
 
 # ---------------------------------------------------------------- HTTPS client
+# The pin check runs on a thread-pool thread inside HttpClient, where a PowerShell script block has
+# no runspace to run in; a compiled delegate does not have that problem.
+if (-not ('NetunlockdPin' -as [type])) {
+    Add-Type -ReferencedAssemblies System.Net.Http -TypeDefinition @"
+using System;
+using System.Net.Http;
+using System.Net.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+public static class NetunlockdPin {
+    public static Func<HttpRequestMessage, X509Certificate2, X509Chain, SslPolicyErrors, bool> Make(string pinHex) {
+        return (request, cert, chain, errors) => {
+            using (var sha = SHA256.Create()) {
+                string hex = BitConverter.ToString(sha.ComputeHash(cert.RawData)).Replace("-", "").ToLowerInvariant();
+                return hex == pinHex;
+            }
+        };
+    }
+}
+"@
+}
+
 function New-ApiClient($Certificate) {
     $handler = New-Object System.Net.Http.HttpClientHandler
     $handler.ClientCertificateOptions = [System.Net.Http.ClientCertificateOption]::Manual
     [void]$handler.ClientCertificates.Add($Certificate)
-    $handler.SslProtocols = [System.Security.Authentication.SslProtocols]::Tls12 -bor 12288  # TLS 1.2 | 1.3
+    # TLS version: left to the OS (TLS 1.2, and 1.3 where Windows supports it).
     if ($ServerCertSha256) {
         $pin = ($ServerCertSha256 -replace '[:\s-]', '').ToLowerInvariant()
-        $handler.ServerCertificateCustomValidationCallback = {
-            param($request, $cert, $chain, $errors)
-            $sha = [System.Security.Cryptography.SHA256]::Create()
-            $hex = -join ($sha.ComputeHash($cert.RawData) | ForEach-Object { $_.ToString('x2') })
-            return $hex -eq $pin
-        }.GetNewClosure()
+        if ($pin.Length -ne 64) { throw '-ServerCertSha256 must be 64 hex digits (colons allowed)' }
+        $handler.ServerCertificateCustomValidationCallback = [NetunlockdPin]::Make($pin)
     }
     $client = New-Object System.Net.Http.HttpClient($handler)
     $client.Timeout = [TimeSpan]::FromSeconds(60)
