@@ -37,6 +37,10 @@ pub(crate) fn run(cmd: CertsCommand) -> Result<ExitCode> {
             let der = certs::read_certificate_der(&file)?;
             let inspection = certs::inspect_certificate(&der, time::OffsetDateTime::now_utc())?;
             println!("{inspection}");
+            println!(
+                "SHA-256 fingerprint: {}",
+                certs::sha256_fingerprint_hex(&der)
+            );
             // Non-zero when something would stop Network Unlock, so scripts can check a certificate.
             Ok(if inspection.warnings.is_empty() {
                 ExitCode::SUCCESS

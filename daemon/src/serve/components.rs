@@ -33,6 +33,10 @@ pub(crate) struct EscrowRuntime {
     pub(crate) server: escrow::EscrowServer,
     pub(crate) service: escrow::EscrowService,
     pub(crate) backend: &'static str,
+    /// 1 while the last audit chain check found the chain intact, 0 once it found it broken.
+    pub(crate) audit_chain_ok: prometheus::IntGauge,
+    /// SHA-256 of the escrow TLS leaf certificate, for the start-up summary.
+    pub(crate) tls_fingerprint: Option<String>,
 }
 
 pub(crate) struct Components {
@@ -59,7 +63,7 @@ pub(crate) struct UnlockReload {
 pub(crate) struct HealthSources {
     heartbeat: Option<Arc<netunlock::responder::Heartbeat>>,
     loaded: Option<Arc<Mutex<Vec<LoadedCertificate>>>>,
-    escrow: Option<escrow::EscrowService>,
+    escrow: Option<(escrow::EscrowService, prometheus::IntGauge)>,
 }
 
 impl Components {
@@ -132,7 +136,7 @@ impl Components {
         }
         if let Some(e) = self.escrow {
             reloaders.escrow_tls = Some(e.server.tls_reloader());
-            reloaders.health_sources.escrow = Some(e.service.clone());
+            reloaders.health_sources.escrow = Some((e.service.clone(), e.audit_chain_ok.clone()));
             let token = shutdown.clone();
             tasks.spawn(async move { e.server.run(token).await.context("the escrow API failed") });
         }
@@ -232,6 +236,13 @@ async fn start_escrow(
         }
     };
     crate::security::check_private_file(&tls_key, "the escrow TLS private key")?;
+    let tls_fingerprint = certs::load_certificate_chain(&tls_cert)
+        .ok()
+        .and_then(|chain| {
+            chain
+                .first()
+                .map(|leaf| certs::sha256_fingerprint_hex(leaf))
+        });
     let kek = load_kek(e, true)?;
     if e.kek_file.exists() {
         crate::security::check_private_file(&e.kek_file, "the key-encryption key")?;
@@ -256,10 +267,21 @@ async fn start_escrow(
     let server = escrow::EscrowServer::bind(server_config, service.clone(), registry)
         .await
         .with_context(|| format!("cannot start the escrow API on {}", e.listen))?;
+    let audit_chain_ok = prometheus::IntGauge::new(
+        "netunlockd_audit_chain_ok",
+        "1 if the last check of the escrow audit hash chain found it intact, 0 if it found it broken.",
+    )
+    .context("cannot create netunlockd_audit_chain_ok")?;
+    audit_chain_ok.set(1);
+    registry
+        .register(Box::new(audit_chain_ok.clone()))
+        .context("cannot register netunlockd_audit_chain_ok")?;
     Ok(EscrowRuntime {
         server,
         service,
         backend: backend_name(&e.database_url),
+        audit_chain_ok,
+        tls_fingerprint,
     })
 }
 
@@ -310,17 +332,21 @@ pub(crate) async fn health_task(
         };
         let database = match &sources.escrow {
             None => Check::disabled(),
-            Some(svc) => match svc.fleet_gauges().await {
+            Some((svc, _)) => match svc.fleet_gauges().await {
                 Ok(_) => Check::ok("reachable"),
                 Err(e) => Check::failed(format!("unreachable: {e}")),
             },
         };
-        if let Some(svc) = &sources.escrow
+        if let Some((svc, gauge)) = &sources.escrow
             && round.is_multiple_of(AUDIT_CHECK_EVERY)
         {
             audit = match svc.verify_audit_chain().await {
-                Ok(v) if chain_intact(&v) => Check::ok(describe_chain(&v)),
+                Ok(v) if chain_intact(&v) => {
+                    gauge.set(1);
+                    Check::ok(describe_chain(&v))
+                }
                 Ok(v) => {
+                    gauge.set(0);
                     tracing::error!("audit chain check failed: {}", describe_chain(&v));
                     Check::failed(describe_chain(&v))
                 }

@@ -63,5 +63,11 @@ pub(super) fn log(config: &Config, components: &Components, metrics: Option<Sock
     }
     if let Some(e) = &components.escrow {
         tracing::info!(backend = e.backend, "escrow database open");
+        if let Some(fp) = &e.tls_fingerprint {
+            tracing::info!(
+                sha256 = %fp,
+                "escrow TLS certificate fingerprint (agents and the CLI pin this when the certificate is self-generated)"
+            );
+        }
     }
 }

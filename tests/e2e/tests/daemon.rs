@@ -2,6 +2,8 @@
 //! These run without network namespaces (loopback and high ports), so they need neither root
 //! nor `ip` — except the privilege test, which needs root to drop to an unprivileged user.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,18 +13,33 @@ use std::time::{Duration, Instant};
 /// The netunlockd binary built next to this test executable (scripts/test builds it first).
 pub(crate) fn netunlockd_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = dir.join("netunlockd");
-    assert!(bin.exists(), "{} is missing: run `cargo build --release --workspace` (scripts/test does) first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release --workspace` (scripts/test does) first",
+        bin.display()
+    );
     bin
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A daemon on loopback high ports with its own state directory.
@@ -82,7 +99,15 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon { child, lines, log: Vec::new(), metrics, escrow, dir: Some(dir), state };
+        let mut d = Daemon {
+            child,
+            lines,
+            log: Vec::new(),
+            metrics,
+            escrow,
+            dir: Some(dir),
+            state,
+        };
         d.wait_for("netunlockd ready", Duration::from_secs(60));
         d
     }
@@ -98,14 +123,20 @@ impl Daemon {
                         return line;
                     }
                 }
-                Err(_) => panic!("no log line containing {needle:?} within {timeout:?}; log so far:\n{}", self.log.join("\n")),
+                Err(_) => panic!(
+                    "no log line containing {needle:?} within {timeout:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
             }
         }
     }
 
     fn get(&self, path: &str) -> (u16, String) {
         let url = format!("http://127.0.0.1:{}{path}", self.metrics);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let resp = reqwest::get(&url).await.unwrap();
             (resp.status().as_u16(), resp.text().await.unwrap())
@@ -125,7 +156,11 @@ impl Drop for Daemon {
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(netunlockd_bin()).args(args).env_remove("RUST_LOG").output().unwrap()
+    Command::new(netunlockd_bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -136,8 +171,17 @@ fn text(b: &[u8]) -> String {
 fn first_start_generates_certificates_reports_health_and_stops_cleanly_on_sigterm() {
     let mut d = Daemon::start(&[], "");
     let log = d.log.join("\n");
-    for expected in ["listening: network unlock (DHCPv4)", "listening: escrow API (HTTPS)", "network unlock certificate", "generated a new Network Unlock certificate", "escrow database open"] {
-        assert!(log.contains(expected), "start-up summary lacks {expected:?}:\n{log}");
+    for expected in [
+        "listening: network unlock (DHCPv4)",
+        "listening: escrow API (HTTPS)",
+        "network unlock certificate",
+        "generated a new Network Unlock certificate",
+        "escrow database open",
+    ] {
+        assert!(
+            log.contains(expected),
+            "start-up summary lacks {expected:?}:\n{log}"
+        );
     }
     assert!(d.state.join("network-unlock/network-unlock.cer").exists());
     assert!(d.state.join("escrow-tls/escrow.pem").exists());
@@ -145,7 +189,12 @@ fn first_start_generates_certificates_reports_health_and_stops_cleanly_on_sigter
 
     let (status, metrics) = d.get("/metrics");
     assert_eq!(status, 200);
-    for name in ["netunlockd_build_info{", "process_resident_memory_bytes", "netunlockd_certificate_expiry_seconds{"] {
+    for name in [
+        "netunlockd_build_info{",
+        "process_resident_memory_bytes",
+        "netunlockd_certificate_expiry_seconds{",
+        "netunlockd_audit_chain_ok 1",
+    ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     promtool_check_metrics(&metrics);
@@ -158,7 +207,10 @@ fn first_start_generates_certificates_reports_health_and_stops_cleanly_on_sigter
         if status == 200 {
             break v;
         }
-        assert!(Instant::now() < deadline, "/healthz never became healthy: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never became healthy: {body}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(health["responder"]["state"], "ok");
@@ -168,7 +220,11 @@ fn first_start_generates_certificates_reports_health_and_stops_cleanly_on_sigter
 
     let status = run(&["status", "--metrics", &format!("127.0.0.1:{}", d.metrics)]);
     assert!(status.status.success(), "{}", text(&status.stderr));
-    assert!(text(&status.stdout).contains("overall       ok"), "{}", text(&status.stdout));
+    assert!(
+        text(&status.stdout).contains("overall       ok"),
+        "{}",
+        text(&status.stdout)
+    );
 
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.wait_for("netunlockd stopped", Duration::from_secs(15));
@@ -189,15 +245,23 @@ fn second_start_reuses_the_generated_certificate() {
     std::fs::write(&config, config_text(&state, free_port(), free_port(), "")).unwrap();
     let out = run(&["config", "check", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("1 certificate(s) loaded"), "{}", text(&out.stdout));
-    assert_eq!(std::fs::read(state.join("network-unlock/network-unlock.cer")).unwrap(), cer);
+    assert!(
+        text(&out.stdout).contains("1 certificate(s) loaded"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read(state.join("network-unlock/network-unlock.cer")).unwrap(),
+        cer
+    );
 }
 
 #[test]
 fn json_log_format_emits_one_json_object_per_line() {
     let d = Daemon::start(&["--log-format", "json"], "");
     for line in &d.log {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v.get("level").is_some(), "{line}");
     }
     assert!(d.log.iter().any(|l| l.contains("netunlockd ready")));
@@ -208,12 +272,19 @@ fn config_check_rejects_bad_files_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("typo = 1", "unknown field"),
-        ("[unlock]\nsubnet_policy = \"/nonexistent/bde-network-unlock.ini\"\n[[unlock.certificate]]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"", "cannot read"),
+        (
+            "[unlock]\nsubnet_policy = \"/nonexistent/bde-network-unlock.ini\"\n[[unlock.certificate]]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"",
+            "cannot read",
+        ),
         ("version = 9", "version 9"),
     ];
     for (i, (body, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
-        std::fs::write(&path, format!("state_dir = \"{}\"\n{body}", dir.path().join("s").display())).unwrap();
+        std::fs::write(
+            &path,
+            format!("state_dir = \"{}\"\n{body}", dir.path().join("s").display()),
+        )
+        .unwrap();
         let out = run(&["config", "check", "--config", path.to_str().unwrap()]);
         assert!(!out.status.success(), "{body:?} was accepted");
         let err = text(&out.stderr);
@@ -226,7 +297,12 @@ fn config_check_rejects_bad_files_with_the_reason() {
 fn a_world_readable_unlock_key_is_refused_at_start() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&["certs", "new-unlock", "--out-dir", dir.path().to_str().unwrap()]);
+    let out = run(&[
+        "certs",
+        "new-unlock",
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let key = dir.path().join("network-unlock.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -243,23 +319,57 @@ fn a_world_readable_unlock_key_is_refused_at_start() {
     .unwrap();
     let out = run(&["config", "check", "--config", config.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("chmod 600"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("chmod 600"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn certs_new_unlock_and_inspect_agree_on_the_thumbprint() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&["certs", "new-unlock", "--out-dir", dir.path().to_str().unwrap()]);
+    let out = run(&[
+        "certs",
+        "new-unlock",
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let thumb = stdout.lines().find_map(|l| l.strip_prefix("thumbprint: ")).expect("thumbprint line").trim().to_string();
+    let thumb = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("thumbprint: "))
+        .expect("thumbprint line")
+        .trim()
+        .to_string();
     assert_eq!(thumb.len(), 40);
-    assert!(stdout.contains("BitLocker Drive Encryption Network Unlock Certificate"), "{stdout}");
-    let out = run(&["certs", "inspect", dir.path().join("network-unlock.cer").to_str().unwrap()]);
-    assert!(out.status.success(), "inspect warned: {}", text(&out.stdout));
-    assert!(text(&out.stdout).to_lowercase().contains(&thumb), "{}", text(&out.stdout));
+    assert!(
+        stdout.contains("BitLocker Drive Encryption Network Unlock Certificate"),
+        "{stdout}"
+    );
+    let out = run(&[
+        "certs",
+        "inspect",
+        dir.path().join("network-unlock.cer").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "inspect warned: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).to_lowercase().contains(&thumb),
+        "{}",
+        text(&out.stdout)
+    );
     // Refuses to overwrite an existing key.
-    let again = run(&["certs", "new-unlock", "--out-dir", dir.path().to_str().unwrap()]);
+    let again = run(&[
+        "certs",
+        "new-unlock",
+        "--out-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(!again.status.success());
     // Garbage is an error, not a crash.
     let junk = dir.path().join("junk.cer");
@@ -278,14 +388,32 @@ fn serving_privileged_ports_without_privilege_says_how_to_fix_it() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
-    nix::unistd::chown(&state, Some(nix::unistd::Uid::from_raw(65534)), Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    nix::unistd::chown(
+        &state,
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(&config, format!("state_dir = \"{}\"\n[escrow]\nenabled = false\n[metrics]\nenabled = false\n", state.display())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n[escrow]\nenabled = false\n[metrics]\nenabled = false\n",
+            state.display()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
         .arg(netunlockd_bin())
         .args(["serve", "--config", config.to_str().unwrap()])
         .output()
@@ -294,7 +422,10 @@ fn serving_privileged_ports_without_privilege_says_how_to_fix_it() {
     let err = text(&out.stderr);
     assert!(err.contains("CAP_NET_BIND_SERVICE"), "{err}");
     assert!(err.contains("root"), "{err}");
-    assert!(!err.contains("os error 13)") || err.contains("CAP_NET_BIND_SERVICE"), "{err}");
+    assert!(
+        !err.contains("os error 13)") || err.contains("CAP_NET_BIND_SERVICE"),
+        "{err}"
+    );
 }
 
 /// `promtool check metrics` lints a real scrape (names, units, help texts); .ci/run installs it.
@@ -310,7 +441,12 @@ fn promtool_check_metrics(scrape: &str) {
         println!("SKIP: promtool not installed (Debian package prometheus); metrics lint not run");
         return;
     };
-    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
