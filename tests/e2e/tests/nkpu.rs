@@ -647,3 +647,39 @@ fn metrics_count_answered_and_refused_requests() {
         "{text}"
     );
 }
+
+#[test]
+fn sighup_reloads_replaced_certificate_files() {
+    require_netns!();
+    let (setup, old) = start_one();
+    // Rotation in place: new certificate and key written over the configured files, then SIGHUP.
+    let staging = setup.dir.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let new = UnlockCert::generate(&staging, "a");
+    assert_probe_fails(&setup, "v4", &new);
+    // Keep a copy of the old certificate for the last check (its configured path is overwritten).
+    let old_copy = UnlockCert {
+        cert_pem: staging.join("old.pem"),
+        cert_der_path: old.cert_der_path.clone(),
+        key: old.key.clone(),
+        der: old.der.clone(),
+        thumbprint: old.thumbprint,
+    };
+    std::fs::copy(&old.cert_pem, &old_copy.cert_pem).unwrap();
+    std::fs::copy(&new.key, &old.key).unwrap();
+    std::fs::copy(&new.cert_pem, &old.cert_pem).unwrap();
+    setup.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let thumb = new.thumbprint_hex();
+    assert!(
+        setup.daemon.wait_for_log(
+            &["certificate loaded", thumb.as_str()],
+            Duration::from_secs(10)
+        ),
+        "the replaced certificate is loaded on SIGHUP:\n{}",
+        setup.daemon.log_text()
+    );
+    assert_probe_ok(&setup, "v4", &new);
+    assert_probe_ok(&setup, "v6", &new);
+    // The old certificate is gone: its requests now get silence.
+    assert_probe_fails(&setup, "v4", &old_copy);
+}
