@@ -42,11 +42,21 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode> {
         .thread_name("netunlockd")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))?;
+    let source = ConfigSource {
+        path: args.config.config.clone(),
+        overrides,
+    };
+    runtime.block_on(serve(config, source))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Config) -> Result<()> {
+/// Where the configuration came from, so SIGHUP can read it again.
+struct ConfigSource {
+    path: Option<std::path::PathBuf>,
+    overrides: Overrides,
+}
+
+async fn serve(config: Config, source: ConfigSource) -> Result<()> {
     let state = StateDir::new(&config.state_dir);
     state.ensure()?;
     let registry = crate::metrics::registry()?;
@@ -89,7 +99,7 @@ async fn serve(config: Config) -> Result<()> {
         ],
     );
 
-    let outcome = signals(&config, &state, &reloaders, &shutdown, &mut tasks).await;
+    let outcome = signals(&config, &source, &state, &reloaders, &shutdown, &mut tasks).await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -113,6 +123,7 @@ async fn serve(config: Config) -> Result<()> {
 /// own with an error ends the daemon too, so systemd can restart it.
 async fn signals(
     config: &Config,
+    source: &ConfigSource,
     state: &StateDir,
     reloaders: &components::Reloaders,
     shutdown: &CancellationToken,
@@ -127,7 +138,7 @@ async fn signals(
             _ = int.recv() => { tracing::info!("SIGINT: draining and stopping"); return Ok(()); }
             _ = hup.recv() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                reload(config, state, reloaders);
+                reload(config, source, state, reloaders);
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
             Some(res) = tasks.join_next() => {
@@ -144,11 +155,39 @@ async fn signals(
     }
 }
 
-/// SIGHUP: reload certificates and the subnet policy (keep the old ones if the new ones are
-/// broken) and the escrow TLS certificate, without dropping any listener.
-fn reload(config: &Config, state: &StateDir, reloaders: &components::Reloaders) {
+/// SIGHUP: re-read the configuration file and reload the Network Unlock certificates and the
+/// subnet policy (keeping the old set if the new one is broken) and the escrow TLS certificate,
+/// without dropping any listener. Other settings (listeners, database) take a restart.
+fn reload(
+    started_with: &Config,
+    source: &ConfigSource,
+    state: &StateDir,
+    reloaders: &components::Reloaders,
+) {
     tracing::info!("SIGHUP: reloading certificates, subnet policy and TLS certificate");
-    if let (Some(unlock), Some(rt)) = (&config.unlock, &reloaders.unlock) {
+    let fresh = match config::load(source.path.as_deref(), &source.overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                "reload failed, the configuration file is invalid; still serving the previous set: {e:#}"
+            );
+            return;
+        }
+    };
+    if fresh.state_dir != started_with.state_dir
+        || fresh.metrics_listen != started_with.metrics_listen
+        || fresh.unlock.is_some() != started_with.unlock.is_some()
+        || fresh.escrow.as_ref().map(|e| (e.listen, &e.database_url))
+            != started_with
+                .escrow
+                .as_ref()
+                .map(|e| (e.listen, &e.database_url))
+    {
+        tracing::warn!(
+            "listener, database or state directory changes take effect at the next restart"
+        );
+    }
+    if let (Some(unlock), Some(rt)) = (&fresh.unlock, &reloaders.unlock) {
         match keys::load(unlock, state, rt.rejection_secret) {
             Ok((store, loaded)) => {
                 rt.metrics
