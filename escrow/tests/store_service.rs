@@ -842,3 +842,99 @@ both_backends!(
 fn rand_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
+
+both_backends!(
+    bulk_import_then_enroll_and_gauges,
+    |db: TestDb| async move {
+        let clock = Arc::new(ManualClock::new(t0()));
+        let svc = db.open_with_clock(Kek::generate(), clock.clone()).await;
+        let rec = |name: &str, v: u32, p: u32| escrow::ImportRecord {
+            computer_name: name.into(),
+            domain: Some("corp.example".into()),
+            item: item(v, p, &password(p)),
+            escrowed_at: t0() - time::Duration::days(400),
+        };
+        let records = vec![rec("OLD1", 1, 1), rec("OLD1", 1, 2), rec("OLD2", 2, 3)];
+        let helpdesk = operator(&svc, "hd", Role::Helpdesk).await;
+        assert!(matches!(
+            svc.bulk_import(&helpdesk, &records).await,
+            Err(EscrowError::Forbidden(_))
+        ));
+        assert_eq!(svc.bulk_import(&admin(), &records).await.unwrap(), 3);
+        // Importing again changes nothing.
+        assert_eq!(svc.bulk_import(&admin(), &records).await.unwrap(), 0);
+        let keys = svc.find_by_device(&admin(), "old1").await.unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].escrowed_at, t0() - time::Duration::days(400));
+        // An imported device has no certificate yet: its first enrollment binds one to the same record.
+        let (_, tok) = svc
+            .create_enrollment_token(&admin(), 1, Duration::from_secs(60), None)
+            .await
+            .unwrap();
+        let d = svc
+            .enroll_device(&tok, "OLD1", Some("corp.example"), None, &cert(11))
+            .await
+            .unwrap();
+        assert_eq!(d.id, keys[0].device_id);
+        assert_eq!(
+            svc.escrow(&d, req(vec![item(1, 1, &password(1))]))
+                .await
+                .unwrap(),
+            vec![ItemOutcome::Unchanged]
+        );
+        let d = svc
+            .disclose(
+                &admin(),
+                &pid(3),
+                Some("OLD2"),
+                DisclosureReason::LostPin,
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(d.recovery_password.expose(), password(3));
+        // Gauges: OLD1 checked in now, OLD2 never; one disclosed key waiting for rotation.
+        clock.advance(time::Duration::days(2));
+        let g = svc.fleet_gauges().await.unwrap();
+        assert_eq!(
+            (
+                g.devices_active,
+                g.devices_1d_to_7d,
+                g.devices_over_30d_or_never
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!((g.protectors_escrowed, g.disclosed_not_rotated), (3, 1));
+        assert_eq!(g.oldest_disclosed_not_rotated_secs, 2 * 86_400);
+        assert!(g.audit_chain_length >= 5);
+        let stale = svc
+            .list_devices(
+                &admin(),
+                DeviceFilter {
+                    stale_for_secs: Some(86_400),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(stale.len(), 2);
+        let stale = svc
+            .list_devices(
+                &admin(),
+                DeviceFilter {
+                    stale_for_secs: Some(3 * 86_400),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            stale
+                .iter()
+                .map(|d| d.computer_name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["OLD2"]
+        );
+    }
+);
