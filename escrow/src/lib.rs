@@ -19,8 +19,8 @@ pub use error::EscrowError;
 pub use model::*;
 pub use sealing::Kek;
 pub use service::{
-    Clock, DisclosedNotRotated, EscrowService, FleetGauges, FleetReport, ManualClock, MismatchRow, StaleDevice, SystemClock,
-    VolumeWithoutKey,
+    Clock, DisclosedNotRotated, EscrowService, FleetGauges, FleetReport, ManualClock, MismatchRow,
+    StaleDevice, SystemClock, VolumeWithoutKey,
 };
 pub use store::Backend;
 

@@ -1,8 +1,8 @@
 //! End-to-end tests against the real netunlockd binary.
 mod daemon;
-mod harness;
-mod nkpu;
 mod escrow;
 mod escrow_durability;
 mod escrow_roles;
 mod escrow_support;
+mod harness;
+mod nkpu;
