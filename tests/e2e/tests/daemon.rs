@@ -74,7 +74,7 @@ listen = "127.0.0.1:{escrow}"
 }
 
 impl Daemon {
-    fn start(extra_args: &[&str], extra_config: &str) -> Daemon {
+    fn start(extra_args: &[&str], extra_config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let (metrics, escrow) = (free_port(), free_port());
@@ -99,7 +99,7 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon {
+        let mut d = Self {
             child,
             lines,
             log: Vec::new(),
