@@ -49,6 +49,7 @@ struct Daemon {
     log: Vec<String>,
     metrics: u16,
     escrow: u16,
+    config: PathBuf,
     /// Kept alive as long as the daemon; a test may take it to inspect the state after a stop.
     dir: Option<tempfile::TempDir>,
     state: PathBuf,
@@ -105,6 +106,7 @@ impl Daemon {
             log: Vec::new(),
             metrics,
             escrow,
+            config: config.clone(),
             dir: Some(dir),
             state,
         };
@@ -453,5 +455,162 @@ fn promtool_check_metrics(scrape: &str) {
         "promtool check metrics failed:\n{}{}",
         text(&out.stdout),
         text(&out.stderr)
+    );
+}
+
+/// Runs a CLI command against a running daemon's configuration (and so its escrow API).
+fn cli(d: &Daemon, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(netunlockd_bin());
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env("NETUNLOCKD_CONFIG", &d.config);
+    match token {
+        Some(t) => cmd.env("NETUNLOCKD_TOKEN", t),
+        None => cmd.env_remove("NETUNLOCKD_TOKEN"),
+    };
+    cmd.output().unwrap()
+}
+
+#[test]
+fn operator_cli_commands_go_through_the_api_with_the_operators_identity() {
+    let d = Daemon::start(&[], "");
+    // The first admin is created locally, straight in the database.
+    let out = cli(&d, None, &["operator", "bootstrap", "--name", "root-admin"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let admin = text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("token line")
+        .trim()
+        .to_string();
+
+    // Without a token the remote commands say how to get one.
+    let out = cli(&d, None, &["operator", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("operator bootstrap"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = cli(
+        &d,
+        Some(&admin),
+        &[
+            "operator", "create", "--name", "alice", "--role", "helpdesk",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let alice_id = created["id"].to_string();
+    let out = cli(&d, Some(&admin), &["operator", "token", &alice_id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let alice: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let alice = alice["token"]
+        .as_str()
+        .expect("token in answer")
+        .to_string();
+
+    let out = cli(&d, Some(&admin), &["operator", "list"]);
+    assert!(text(&out.stdout).contains("alice"), "{}", text(&out.stdout));
+    let out = cli(
+        &d,
+        Some(&admin),
+        &[
+            "enroll-token",
+            "create",
+            "--uses",
+            "3",
+            "--hours",
+            "2",
+            "--note",
+            "rack 4",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(&d, Some(&admin), &["enroll-token", "list"]);
+    assert!(
+        text(&out.stdout).contains("rack 4"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A helpdesk operator may search but not manage operators; errors are clear and non-zero.
+    let out = cli(
+        &d,
+        Some(&alice),
+        &["escrow", "find", "--prefix", "24B0AA32"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(&d, Some(&alice), &["operator", "list"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("403"), "{}", text(&out.stderr));
+    let out = cli(
+        &d,
+        Some(&alice),
+        &[
+            "escrow",
+            "disclose",
+            "{24B0AA32-F8D0-40BA-BB05-73A800324C09}",
+            "--device",
+            "srv1",
+            "--reason",
+            "lost_pin",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+
+    // The failed disclosure and the operator changes are in the audit report, under their names.
+    let out = cli(
+        &d,
+        Some(&admin),
+        &["escrow", "report", "audit", "--format", "csv"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    assert!(csv.contains("alice") && csv.contains("root-admin"), "{csv}");
+
+    // Local tools: chain verification and an encrypted backup.
+    let out = cli(&d, None, &["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("intact"));
+    let dir = tempfile::tempdir().unwrap();
+    let (backup, key) = (
+        dir.path().join("escrow.backup"),
+        dir.path().join("backup.key"),
+    );
+    let out = cli(
+        &d,
+        None,
+        &[
+            "escrow",
+            "backup",
+            "--out",
+            backup.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let raw = std::fs::read(&backup).unwrap();
+    assert!(
+        !raw.windows(5).any(|w| w == b"alice"),
+        "the backup is not encrypted"
+    );
+
+    // Tokens never reach the daemon's log.
+    let mut d = d;
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_for("netunlockd stopped", Duration::from_secs(15));
+    let log = d.log.join("\n");
+    assert!(
+        !log.contains(&admin) && !log.contains(&alice),
+        "a token leaked into the log"
     );
 }
