@@ -449,6 +449,7 @@ impl EscrowService {
         )
         .await?;
         tx.commit().await?;
+        self.devices_changed();
         self.replace_sealer(sealer);
         drop(_exclusive);
         match self.verify_audit_chain().await? {

@@ -276,3 +276,80 @@ both_backends!(
         ));
     }
 );
+
+both_backends!(
+    calls_in_one_commit_batch_see_each_other_in_order,
+    |db: TestDb| async move {
+        use escrow::ItemOutcome::*;
+        // Many concurrent calls for the same protector land in the same batches; the outcome must be what
+        // the calls would get one after the other: one Stored, the rest Unchanged or Mismatch.
+        let svc = db.open(Kek::generate()).await.unwrap();
+        let d = enroll(&svc, "SAME", 7).await;
+        let mut tasks = Vec::new();
+        for n in 0..60u32 {
+            let s = svc.clone();
+            let d = d.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut it = item(1, 1, &password(if n % 6 == 5 { 2 } else { 1 }));
+                if n % 4 == 1 {
+                    it.key_package = Some(vec![1, 2, 3]);
+                }
+                it.mount_point = Some(format!("M{}:", n % 3));
+                let mut r = req(vec![it, item(2, 100 + n, &password(n))]);
+                if n % 10 == 0 {
+                    r.tpm_owner_auth = Some(format!("auth-{n}").into());
+                }
+                s.escrow(&d, r).await.unwrap()
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            let o = t.await.unwrap();
+            assert_eq!(o[1], Stored);
+            outcomes.push(o[0]);
+        }
+        let stored = outcomes.iter().filter(|o| **o == Stored).count();
+        let mismatched = outcomes.iter().filter(|o| **o == Mismatch).count();
+        assert_eq!(stored, 1, "{outcomes:?}");
+        // Whichever password arrived first is the stored one; every call with the other one is refused.
+        assert!(mismatched == 10 || mismatched == 50, "{outcomes:?}");
+        let count = |sql: &'static str| {
+            let pool = svc.db().pool().clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .try_get::<i64, _>(0)
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM protectors").await, 61);
+        assert_eq!(count("SELECT COUNT(*) FROM volumes").await, 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM mismatches").await,
+            mismatched as i64
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM tpm_owner_auth").await, 1);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM protectors WHERE key_package_sealed IS NOT NULL").await,
+            1
+        );
+        // Every mismatch row points at its own failure record in the chain.
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM mismatches m JOIN audit_log a ON a.seq = m.audit_seq \
+                 WHERE a.action = 'escrow_mismatch'"
+            )
+            .await,
+            mismatched as i64
+        );
+        match svc.verify_audit_chain().await.unwrap() {
+            // enrollment token + enrollment + 61 escrows + mismatches + 6 TPM owner-auth updates
+            ChainVerification::Ok { records, .. } => {
+                assert_eq!(records, 2 + 61 + mismatched as u64 + 6)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+);

@@ -482,9 +482,10 @@ impl EscrowService {
         device: &DeviceInfo,
     ) -> Result<Vec<KeyCandidate>, EscrowError> {
         let rows = sqlx::query(&format!(
-            "{CANDIDATE_SELECT} WHERE p.device_id = $1 AND d.revoked = 0 ORDER BY p.id"
+            "{CANDIDATE_SELECT} WHERE p.device_id = $1 AND d.revoked = 0 AND d.cert_sha256 = $2 ORDER BY p.id"
         ))
         .bind(device.id)
+        .bind(device.client_cert_sha256.clone())
         .fetch_all(&self.inner.db.pool)
         .await?;
         rows.iter().map(candidate_from_row).collect()

@@ -1,8 +1,9 @@
 //! Group commit for escrow calls. Agents escrow concurrently, but every write transaction is serialised
 //! (audit chain) and each commit waits for an fsync, so one transaction per call caps throughput at the
 //! disk's sync rate. One writer task drains the queue: it runs up to `MAX_BATCH` waiting calls in a single
-//! transaction, each inside its own savepoint (one bad call cannot fail the others), commits once, and only
-//! then answers every caller. An acknowledgement still means "durably stored".
+//! transaction (set-based, `batch.rs`; call by call with a savepoint each if that fails, so one bad call
+//! cannot fail the others), commits once, and only then answers every caller. An acknowledgement still
+//! means "durably stored".
 
 use std::sync::{Arc, Weak};
 
@@ -11,7 +12,6 @@ use tokio::sync::{mpsc, oneshot};
 use super::agent::EscrowJob;
 use super::{EscrowService, Inner};
 use crate::error::EscrowError;
-use crate::model::ItemOutcome;
 use crate::store::AuditCursor;
 
 /// Most escrow calls committed by one transaction.
@@ -19,7 +19,7 @@ pub const MAX_BATCH: usize = 128;
 /// Calls that may wait for the writer before callers block.
 pub(crate) const QUEUE: usize = 4096;
 
-type Outcome = Result<Vec<ItemOutcome>, EscrowError>;
+use super::batch::Outcome;
 
 #[derive(Debug)]
 pub(crate) struct Queued {
@@ -67,21 +67,16 @@ impl EscrowService {
     async fn commit_batch(&self, batch: Vec<Queued>) {
         let _guard = self.inner.seal_lock.read().await;
         let jobs: Vec<&EscrowJob> = batch.iter().map(|q| &q.job).collect();
-        // Fast path without savepoints (two statements fewer per call). Calls rarely fail once validated
-        // (a device revoked meanwhile, a storage error); if one does, that transaction is rolled back and
-        // the batch runs again with a savepoint per call.
+        // Fast path: the whole batch in a constant number of statements (`batch.rs`). Calls rarely fail once
+        // validated (a storage error, a constraint the fast path did not foresee); if anything does, that
+        // transaction is rolled back and the batch runs again call by call, each in its own savepoint.
         let mut results: Vec<Outcome> = Vec::with_capacity(batch.len());
-        let mut committed = self.run_batch(&jobs, false, &mut results).await;
-        if matches!(committed, Err(BatchError::CallFailed)) {
+        let mut committed = self.run_fast(&jobs, &mut results).await;
+        if let Err(e) = &committed {
+            tracing::debug!(error = %e, calls = jobs.len(), "escrow batch fast path failed; retrying call by call");
             results.clear();
-            committed = self.run_batch(&jobs, true, &mut results).await;
+            committed = self.run_with_savepoints(&jobs, &mut results).await;
         }
-        let committed = committed.map_err(|e| match e {
-            BatchError::Storage(e) => e,
-            BatchError::CallFailed => {
-                EscrowError::Storage("a call failed without a savepoint".into())
-            }
-        });
         let shared = committed.err().map(|e| Arc::new(e.to_string()));
         for (i, q) in batch.into_iter().enumerate() {
             let out = match (&shared, results.get_mut(i)) {
@@ -98,59 +93,52 @@ impl EscrowService {
         }
     }
 
-    /// Run `jobs` in one transaction and commit. With `savepoints`, a failing call is rolled back alone and
-    /// its error recorded; without, the first failing call aborts the transaction (`CallFailed`).
-    async fn run_batch(
+    /// Run `jobs` set-based in one transaction and commit.
+    async fn run_fast(
         &self,
         jobs: &[&EscrowJob],
-        savepoints: bool,
         results: &mut Vec<Outcome>,
-    ) -> Result<(), BatchError> {
+    ) -> Result<(), EscrowError> {
         let sealer = self.sealer();
         let mut tx = self.inner.db.begin_write().await?;
         // The audit head is read once per batch and written back once before the commit.
         let mut audit = AuditCursor::read(&mut tx).await?;
+        self.escrow_batch_in_tx(&mut tx, &sealer, &mut audit, jobs, results)
+            .await?;
+        audit.store(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Run `jobs` one by one in one transaction, each in a savepoint so a failing call is rolled back alone
+    /// with its own error, and commit.
+    async fn run_with_savepoints(
+        &self,
+        jobs: &[&EscrowJob],
+        results: &mut Vec<Outcome>,
+    ) -> Result<(), EscrowError> {
+        let sealer = self.sealer();
+        let mut tx = self.inner.db.begin_write().await?;
+        let mut audit = AuditCursor::read(&mut tx).await?;
         for job in jobs {
-            if savepoints {
-                sqlx::query("SAVEPOINT escrow_call")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(EscrowError::from)?;
-            }
+            sqlx::query("SAVEPOINT escrow_call")
+                .execute(&mut *tx)
+                .await?;
             let before = audit.clone();
             let r = self.escrow_in_tx(&mut tx, &sealer, &mut audit, job).await;
             if r.is_err() {
-                if !savepoints {
-                    return Err(BatchError::CallFailed);
-                }
                 sqlx::query("ROLLBACK TO SAVEPOINT escrow_call")
                     .execute(&mut *tx)
-                    .await
-                    .map_err(EscrowError::from)?;
+                    .await?;
                 audit = before;
             }
-            if savepoints {
-                sqlx::query("RELEASE SAVEPOINT escrow_call")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(EscrowError::from)?;
-            }
+            sqlx::query("RELEASE SAVEPOINT escrow_call")
+                .execute(&mut *tx)
+                .await?;
             results.push(r);
         }
         audit.store(&mut tx).await?;
-        tx.commit().await.map_err(EscrowError::from)?;
+        tx.commit().await?;
         Ok(())
-    }
-}
-
-enum BatchError {
-    /// A call failed on the fast path; rerun the batch with savepoints.
-    CallFailed,
-    Storage(EscrowError),
-}
-
-impl From<EscrowError> for BatchError {
-    fn from(e: EscrowError) -> Self {
-        Self::Storage(e)
     }
 }

@@ -343,6 +343,7 @@ impl EscrowService {
         )
         .await?;
         tx.commit().await?;
+        self.devices_changed();
         Ok(info)
     }
 
@@ -354,13 +355,21 @@ impl EscrowService {
         let Ok(cert) = validate_cert_sha256(client_cert_sha256) else {
             return Ok(None);
         };
+        if let Some(d) = self.inner.devices.get(&cert) {
+            return Ok(Some(d));
+        }
+        let generation = self.inner.devices.generation();
         let row = sqlx::query(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE cert_sha256 = $1 AND revoked = 0"
         ))
-        .bind(cert)
+        .bind(cert.clone())
         .fetch_optional(&self.inner.db.pool)
         .await?;
-        row.map(|r| device_from_row(&r)).transpose()
+        let device = row.map(|r| device_from_row(&r)).transpose()?;
+        if let Some(d) = &device {
+            self.inner.devices.insert(generation, cert, d.clone());
+        }
+        Ok(device)
     }
 
     pub async fn list_devices(
@@ -446,6 +455,7 @@ impl EscrowService {
         )
         .await?;
         tx.commit().await?;
+        self.devices_changed();
         Ok(())
     }
 }

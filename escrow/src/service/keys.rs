@@ -242,6 +242,7 @@ impl EscrowService {
         )
         .await?;
         tx.commit().await?;
+        self.devices_changed();
         Ok(inserted)
     }
 }

@@ -2,9 +2,11 @@
 //! audit record, so an operation and its audit trail commit (or vanish) together.
 
 mod agent;
+mod batch;
 mod candidates;
 mod clock;
 mod committer;
+mod device_cache;
 mod devices;
 mod helpdesk;
 mod keys;
@@ -53,6 +55,8 @@ struct Inner {
     kek: std::sync::Mutex<Kek>,
     /// Queue of escrow calls for the group-commit writer task.
     committer: tokio::sync::mpsc::Sender<committer::Queued>,
+    /// Devices by client certificate (see `device_cache.rs`).
+    devices: device_cache::DeviceCache,
 }
 
 impl EscrowService {
@@ -78,6 +82,7 @@ impl EscrowService {
             clock,
             kek: std::sync::Mutex::new(kek),
             committer: tx,
+            devices: device_cache::DeviceCache::default(),
         });
         committer::spawn(Arc::downgrade(&inner), rx);
         Ok(Self { inner })
@@ -119,6 +124,11 @@ impl EscrowService {
 
     pub(crate) async fn seal_lock_write(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.inner.seal_lock.write().await
+    }
+
+    /// Forget cached certificate → device answers; call after committing any change of a device's binding.
+    pub(crate) fn devices_changed(&self) {
+        self.inner.devices.invalidate();
     }
 
     pub(crate) fn replace_sealer(&self, s: Sealer) {

@@ -132,50 +132,97 @@ pub(crate) async fn append_audit_at(
     a: NewAudit,
     now: OffsetDateTime,
 ) -> Result<i64, EscrowError> {
-    let mut r = AuditRecord {
-        seq: cursor.seq + 1,
-        // Truncate to the stored precision so the hash verifies after a round trip.
-        at: from_micros(to_micros(now)),
-        actor_kind: a.actor_kind.to_owned(),
-        actor_id: a.actor_id,
-        actor_name: a.actor_name,
-        action: a.action.to_owned(),
-        device_id: a.device_id,
-        device_name: a.device_name,
-        protector_id: a.protector_id,
-        reason: a.reason,
-        outcome: a.outcome,
-        client_addr: a.client_addr,
-        detail: a.detail.to_string(),
-        prev_hash: cursor.hash.clone(),
-        hash: Vec::new(),
-    };
-    r.hash = r.compute_hash();
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor_kind, actor_id, actor_name, action, device_id, device_name, \
-         protector_id, reason, outcome, client_addr, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(r.seq)
-    .bind(to_micros(r.at))
-    .bind(r.actor_kind)
-    .bind(r.actor_id)
-    .bind(r.actor_name)
-    .bind(r.action)
-    .bind(r.device_id)
-    .bind(r.device_name)
-    .bind(r.protector_id)
-    .bind(r.reason)
-    .bind(r.outcome.as_str())
-    .bind(r.client_addr)
-    .bind(r.detail)
-    .bind(r.prev_hash)
-    .bind(r.hash.clone())
-    .execute(&mut *conn)
-    .await?;
-    cursor.seq = r.seq;
-    cursor.hash = r.hash;
-    Ok(r.seq)
+    let r = cursor.stage(a, now);
+    let seq = r.seq;
+    insert_audit_rows(conn, std::slice::from_ref(&r)).await?;
+    Ok(seq)
+}
+
+impl AuditCursor {
+    /// Build the next record of the chain in memory and advance the cursor; the caller inserts it with
+    /// [`insert_audit_rows`] in the same transaction (group commit inserts a whole batch at once).
+    pub(crate) fn stage(&mut self, a: NewAudit, now: OffsetDateTime) -> AuditRecord {
+        let mut r = AuditRecord {
+            seq: self.seq + 1,
+            // Truncate to the stored precision so the hash verifies after a round trip.
+            at: from_micros(to_micros(now)),
+            actor_kind: a.actor_kind.to_owned(),
+            actor_id: a.actor_id,
+            actor_name: a.actor_name,
+            action: a.action.to_owned(),
+            device_id: a.device_id,
+            device_name: a.device_name,
+            protector_id: a.protector_id,
+            reason: a.reason,
+            outcome: a.outcome,
+            client_addr: a.client_addr,
+            detail: a.detail.to_string(),
+            prev_hash: std::mem::take(&mut self.hash),
+            hash: Vec::new(),
+        };
+        r.hash = r.compute_hash();
+        self.seq = r.seq;
+        self.hash = r.hash.clone();
+        r
+    }
+}
+
+/// Audit rows per INSERT statement (15 parameters each; well under both backends' bind limits).
+const AUDIT_ROWS_PER_INSERT: usize = 64;
+
+/// Insert staged records, several per statement (one channel round trip to the database instead of one per
+/// record).
+pub(crate) async fn insert_audit_rows(
+    conn: &mut AnyConnection,
+    rows: &[AuditRecord],
+) -> Result<(), EscrowError> {
+    for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES {}",
+            values_placeholders(chunk.len(), 15)
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.seq)
+                .bind(to_micros(r.at))
+                .bind(r.actor_kind.clone())
+                .bind(r.actor_id)
+                .bind(r.actor_name.clone())
+                .bind(r.action.clone())
+                .bind(r.device_id)
+                .bind(r.device_name.clone())
+                .bind(r.protector_id.clone())
+                .bind(r.reason.clone())
+                .bind(r.outcome.as_str())
+                .bind(r.client_addr.clone())
+                .bind(r.detail.clone())
+                .bind(r.prev_hash.clone())
+                .bind(r.hash.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// `($1, …, $cols), ($cols+1, …)` for a multi-row VALUES list of `rows` rows.
+pub(crate) fn values_placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
 }
 
 pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor_kind, actor_id, actor_name, action, device_id, device_name, \
