@@ -17,7 +17,9 @@ use crate::audit::{AuditRecord, action};
 use crate::error::EscrowError;
 use crate::model::{Actor, AuditOutcome, ItemOutcome};
 use crate::sealing::{Sealer, aad, ct_eq};
-use crate::store::{AuditCursor, NewAudit, Tx, insert_audit_rows, values_placeholders};
+use crate::store::{
+    AuditCursor, Backend, NewAudit, Tx, insert_audit_rows, param, values_placeholders,
+};
 
 pub(crate) type Outcome = Result<Vec<ItemOutcome>, EscrowError>;
 
@@ -65,11 +67,15 @@ struct Writes {
     mismatches: Vec<(i64, String, String, i64, i64)>,
 }
 
-fn or_pairs(first_param: usize, n: usize, a: &str, b: &str) -> String {
+fn or_pairs(backend: Backend, first_param: usize, n: usize, a: &str, b: &str) -> String {
     (0..n)
         .map(|i| {
             let p = first_param + 2 * i;
-            format!("({a} = ${p} AND {b} = ${})", p + 1)
+            format!(
+                "({a} = {} AND {b} = {})",
+                param(backend, p),
+                param(backend, p + 1)
+            )
         })
         .collect::<Vec<_>>()
         .join(" OR ")
@@ -88,11 +94,12 @@ impl EscrowService {
     ) -> Result<(), EscrowError> {
         let now = self.now();
         let now_us = self.now_us();
-        let active = touch_devices(tx, jobs, now_us).await?;
+        let backend = self.backend();
+        let active = touch_devices(tx, backend, jobs, now_us).await?;
         let live =
             |j: &EscrowJob| active.contains(&(j.device.id, j.device.client_cert_sha256.clone()));
-        let mut volumes = load_volumes(tx, jobs.iter().filter(|j| live(j))).await?;
-        let new_volumes = insert_and_update_volumes(tx, &mut volumes, now_us).await?;
+        let mut volumes = load_volumes(tx, backend, jobs.iter().filter(|j| live(j))).await?;
+        let new_volumes = insert_and_update_volumes(tx, backend, &mut volumes, now_us).await?;
         let keys: Vec<(i64, String)> = jobs
             .iter()
             .filter(|j| live(j))
@@ -106,7 +113,7 @@ impl EscrowService {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let mut protectors = load_protectors(tx, &keys).await?;
+        let mut protectors = load_protectors(tx, backend, &keys).await?;
 
         let mut w = Writes::default();
         for job in jobs {
@@ -210,7 +217,7 @@ impl EscrowService {
             }
             results.push(Ok(out));
         }
-        write_all(tx, w, now_us).await
+        write_all(tx, backend, w, now_us).await
     }
 }
 
@@ -218,6 +225,7 @@ impl EscrowService {
 /// are still active and bound (the per-call path's `ensure_active`, one statement per batch).
 async fn touch_devices(
     tx: &mut Tx,
+    backend: Backend,
     jobs: &[&EscrowJob],
     now_us: i64,
 ) -> Result<HashSet<(i64, String)>, EscrowError> {
@@ -230,8 +238,9 @@ async fn touch_devices(
     let mut active = HashSet::with_capacity(pairs.len());
     for chunk in pairs.chunks(KEYS_PER_STATEMENT) {
         let sql = format!(
-            "UPDATE devices SET last_check_in = $1 WHERE revoked = 0 AND ({}) RETURNING id, cert_sha256",
-            or_pairs(2, chunk.len(), "id", "cert_sha256")
+            "UPDATE devices SET last_check_in = {} WHERE revoked = 0 AND ({}) RETURNING id, cert_sha256",
+            param(backend, 1),
+            or_pairs(backend, 2, chunk.len(), "id", "cert_sha256")
         );
         let mut q = sqlx::query(&sql).bind(now_us);
         for (id, cert) in chunk {
@@ -249,6 +258,7 @@ type VolumeKey = (i64, String);
 /// The batch's volumes as stored, with the mount point and type the last call for each one sends.
 async fn load_volumes<'a>(
     tx: &mut Tx,
+    backend: Backend,
     jobs: impl Iterator<Item = &'a &'a EscrowJob>,
 ) -> Result<HashMap<VolumeKey, Volume>, EscrowError> {
     let mut volumes: HashMap<VolumeKey, Volume> = HashMap::new();
@@ -269,7 +279,7 @@ async fn load_volumes<'a>(
     for chunk in keys.chunks(KEYS_PER_STATEMENT) {
         let sql = format!(
             "SELECT id, device_id, volume_guid, mount_point, volume_type FROM volumes WHERE {}",
-            or_pairs(1, chunk.len(), "device_id", "volume_guid")
+            or_pairs(backend, 1, chunk.len(), "device_id", "volume_guid")
         );
         let mut q = sqlx::query(&sql);
         for (d, vg) in chunk {
@@ -289,6 +299,7 @@ async fn load_volumes<'a>(
 /// Insert the volumes seen for the first time (returns their ids) and update changed ones.
 async fn insert_and_update_volumes(
     tx: &mut Tx,
+    backend: Backend,
     volumes: &mut HashMap<VolumeKey, Volume>,
     now_us: i64,
 ) -> Result<HashSet<i64>, EscrowError> {
@@ -314,7 +325,7 @@ async fn insert_and_update_volumes(
         let sql = format!(
             "INSERT INTO volumes (device_id, volume_guid, mount_point, volume_type, first_seen) VALUES {} \
              RETURNING id, device_id, volume_guid",
-            values_placeholders(chunk.len(), 5)
+            values_placeholders(backend, chunk.len(), 5)
         );
         let mut q = sqlx::query(&sql);
         for ((d, vg), (mount, vtype)) in chunk {
@@ -340,6 +351,7 @@ async fn insert_and_update_volumes(
 /// The stored protectors with these (volume row id, protector ID) keys.
 async fn load_protectors(
     tx: &mut Tx,
+    backend: Backend,
     keys: &[(i64, String)],
 ) -> Result<HashMap<(i64, String), Protector>, EscrowError> {
     let mut found = HashMap::with_capacity(keys.len());
@@ -347,7 +359,7 @@ async fn load_protectors(
         let sql = format!(
             "SELECT id, volume_id, protector_id, password_mac, CASE WHEN key_package_sealed IS NULL THEN 0 ELSE 1 END, \
              escrowed_at FROM protectors WHERE {}",
-            or_pairs(1, chunk.len(), "volume_id", "protector_id")
+            or_pairs(backend, 1, chunk.len(), "volume_id", "protector_id")
         );
         let mut q = sqlx::query(&sql);
         for (v, pid) in chunk {
@@ -370,12 +382,17 @@ async fn load_protectors(
 
 /// Write what the batch produced: new protectors and audit records with multi-row INSERTs; the rare
 /// key-package additions, TPM owner-auth values and mismatch rows one by one.
-async fn write_all(tx: &mut Tx, w: Writes, now_us: i64) -> Result<(), EscrowError> {
+async fn write_all(
+    tx: &mut Tx,
+    backend: Backend,
+    w: Writes,
+    now_us: i64,
+) -> Result<(), EscrowError> {
     for chunk in w.protectors.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO protectors (device_id, volume_id, protector_id, protector_prefix, password_sealed, \
              password_mac, key_package_sealed, escrowed_at, rotation_state) VALUES {}",
-            placeholders_with_literal(chunk.len(), 8, "'none'")
+            placeholders_with_literal(backend, chunk.len(), 8, "'none'")
         );
         let mut q = sqlx::query(&sql);
         for p in chunk {
@@ -438,6 +455,6 @@ async fn write_all(tx: &mut Tx, w: Writes, now_us: i64) -> Result<(), EscrowErro
 }
 
 /// As `values_placeholders`, with one SQL literal appended to every row.
-fn placeholders_with_literal(rows: usize, cols: usize, literal: &str) -> String {
-    values_placeholders(rows, cols).replace(')', &format!(", {literal})"))
+fn placeholders_with_literal(backend: Backend, rows: usize, cols: usize, literal: &str) -> String {
+    values_placeholders(backend, rows, cols).replace(')', &format!(", {literal})"))
 }

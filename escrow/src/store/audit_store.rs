@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use crate::audit::{AuditRecord, from_micros, to_micros};
 use crate::error::EscrowError;
 use crate::model::{Actor, AuditOutcome};
+use crate::store::Backend;
 
 /// An audit record to append; seq, timestamp and hashes are filled in by [`append_audit`].
 #[derive(Debug, Clone)]
@@ -179,7 +180,7 @@ pub(crate) async fn insert_audit_rows(
     for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES {}",
-            values_placeholders(chunk.len(), 15)
+            values_placeholders(backend_of(conn), chunk.len(), 15)
         );
         let mut q = sqlx::query(&sql);
         for r in chunk {
@@ -205,8 +206,11 @@ pub(crate) async fn insert_audit_rows(
     Ok(())
 }
 
-/// `($1, …, $cols), ($cols+1, …)` for a multi-row VALUES list of `rows` rows.
-pub(crate) fn values_placeholders(rows: usize, cols: usize) -> String {
+/// A multi-row VALUES list of `rows` rows of `cols` parameters: `(?, ?), (?, ?)` on SQLite,
+/// `($1, $2), ($3, $4)` on PostgreSQL. SQLite gets anonymous parameters because for named ones sqlx asks
+/// SQLite for each parameter's name, a linear scan of the statement's parameter list: binding a statement
+/// with hundreds of parameters then takes quadratic time.
+pub(crate) fn values_placeholders(backend: Backend, rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -217,12 +221,29 @@ pub(crate) fn values_placeholders(rows: usize, cols: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push('$');
-            s.push_str(&(r * cols + c + 1).to_string());
+            s.push_str(&param(backend, r * cols + c + 1));
         }
         s.push(')');
     }
     s
+}
+
+/// The `n`-th (1-based) parameter of SQL text built at run time; on SQLite every parameter of such a
+/// statement must be written with this (anonymous `?` are numbered by position).
+pub(crate) fn param(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_owned(),
+        Backend::Postgres => format!("${n}"),
+    }
+}
+
+/// The backend behind a connection.
+pub(crate) fn backend_of(conn: &AnyConnection) -> Backend {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    }
 }
 
 pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor_kind, actor_id, actor_name, action, device_id, device_name, \

@@ -16,7 +16,7 @@ use crate::error::EscrowError;
 
 pub(crate) use audit_store::{
     AUDIT_COLUMNS, AuditCursor, NewAudit, append_audit, append_audit_at, audit_from_row,
-    insert_audit_rows, read_audit_head, values_placeholders,
+    insert_audit_rows, param, read_audit_head, values_placeholders,
 };
 
 /// Which database the pool talks to.
