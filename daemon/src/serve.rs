@@ -81,9 +81,11 @@ async fn serve(config: Config, source: ConfigSource) -> Result<()> {
         let token = shutdown.clone();
         tasks.spawn(async move { m.run(token).await });
     }
+    let audit = components::initial_health(&reloaders.health_sources, &health).await;
     tasks.spawn(components::health_task(
         reloaders.health_sources.clone(),
         health.clone(),
+        audit,
         shutdown.clone(),
     ));
     if let Some(interval) = watchdog_interval() {

@@ -291,75 +291,98 @@ const AUDIT_CHECK_EVERY: u32 = 60;
 /// A receive loop that has not turned over for this long counts as stalled.
 const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
 
-pub(crate) async fn health_task(
-    sources: HealthSources,
-    health: Health,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    // The first check waits a moment so the components' tasks are running.
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + Duration::from_millis(500),
-        HEALTH_INTERVAL,
-    );
-    let mut round: u32 = 0;
+/// Evaluates every check once. `audit` is the last audit-chain result, refreshed when
+/// `check_audit` is set (it reads the whole chain, so it runs less often).
+async fn evaluate(sources: &HealthSources, audit: &mut Check, check_audit: bool) -> HealthReport {
+    let responder = match &sources.heartbeat {
+        None => Check::disabled(),
+        Some(hb) => match hb.stalest() {
+            Some(age) if age <= HEARTBEAT_STALE => Check::ok("receive loops alive"),
+            Some(age) => {
+                Check::failed(format!("a receive loop has stalled for {}s", age.as_secs()))
+            }
+            None => Check::failed("the receive loops are not running"),
+        },
+    };
+    let certificates = match &sources.loaded {
+        None => Check::disabled(),
+        Some(loaded) => certificate_check(
+            &loaded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ),
+    };
+    let database = match &sources.escrow {
+        None => Check::disabled(),
+        Some((svc, _)) => match svc.fleet_gauges().await {
+            Ok(_) => Check::ok("reachable"),
+            Err(e) => Check::failed(format!("unreachable: {e}")),
+        },
+    };
+    if let Some((svc, gauge)) = &sources.escrow
+        && check_audit
+    {
+        *audit = match svc.verify_audit_chain().await {
+            Ok(v) if chain_intact(&v) => {
+                gauge.set(1);
+                Check::ok(describe_chain(&v))
+            }
+            Ok(v) => {
+                gauge.set(0);
+                tracing::error!("audit chain check failed: {}", describe_chain(&v));
+                Check::failed(describe_chain(&v))
+            }
+            Err(e) => Check::failed(format!("cannot read the audit log: {e}")),
+        };
+    }
+    HealthReport::new(responder, database, certificates, audit.clone())
+}
+
+/// The first health report, computed before READY so `/healthz` and `netunlockd status` are
+/// meaningful as soon as systemd reports the unit started. Waits briefly for the receive loops'
+/// first heartbeat.
+pub(crate) async fn initial_health(sources: &HealthSources, health: &Health) -> Check {
     let mut audit = if sources.escrow.is_some() {
         Check::unknown()
     } else {
         Check::disabled()
     };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut report = evaluate(sources, &mut audit, true).await;
+    while report.responder.state == crate::health::CheckState::Failed
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        report = evaluate(sources, &mut audit, false).await;
+    }
+    health.set(report);
+    audit
+}
+
+pub(crate) async fn health_task(
+    sources: HealthSources,
+    health: Health,
+    mut audit: Check,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEALTH_INTERVAL,
+        HEALTH_INTERVAL,
+    );
+    let mut round: u32 = 1;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let responder = match &sources.heartbeat {
-            None => Check::disabled(),
-            Some(hb) => match hb.stalest() {
-                Some(age) if age <= HEARTBEAT_STALE => Check::ok("receive loops alive"),
-                Some(age) => {
-                    Check::failed(format!("a receive loop has stalled for {}s", age.as_secs()))
-                }
-                None => Check::failed("the receive loops are not running"),
-            },
-        };
-        let certificates = match &sources.loaded {
-            None => Check::disabled(),
-            Some(loaded) => certificate_check(
-                &loaded
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            ),
-        };
-        let database = match &sources.escrow {
-            None => Check::disabled(),
-            Some((svc, _)) => match svc.fleet_gauges().await {
-                Ok(_) => Check::ok("reachable"),
-                Err(e) => Check::failed(format!("unreachable: {e}")),
-            },
-        };
-        if let Some((svc, gauge)) = &sources.escrow
-            && round.is_multiple_of(AUDIT_CHECK_EVERY)
-        {
-            audit = match svc.verify_audit_chain().await {
-                Ok(v) if chain_intact(&v) => {
-                    gauge.set(1);
-                    Check::ok(describe_chain(&v))
-                }
-                Ok(v) => {
-                    gauge.set(0);
-                    tracing::error!("audit chain check failed: {}", describe_chain(&v));
-                    Check::failed(describe_chain(&v))
-                }
-                Err(e) => Check::failed(format!("cannot read the audit log: {e}")),
-            };
-        }
+        let report = evaluate(
+            &sources,
+            &mut audit,
+            round.is_multiple_of(AUDIT_CHECK_EVERY),
+        )
+        .await;
         round = round.wrapping_add(1);
-        health.set(HealthReport::new(
-            responder,
-            database,
-            certificates,
-            audit.clone(),
-        ));
+        health.set(report);
     }
 }
 
