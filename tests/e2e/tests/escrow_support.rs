@@ -5,13 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use escrow::client::{ApiClient, ApiClientConfig, ServerTrust};
 use escrow::wire;
+
+pub(crate) use crate::harness::{free_port, netunlockd_bin};
 
 pub(crate) const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -46,30 +48,6 @@ pub(crate) async fn postgres_or_skip(test: &str) -> Option<Backend> {
             None
         }
     }
-}
-
-/// The netunlockd binary next to this test executable.
-pub(crate) fn netunlockd_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = dir.join("netunlockd");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace (cargo build --workspace) first",
-        bin.display()
-    );
-    bin
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[derive(Default)]

@@ -233,6 +233,15 @@ pub fn netunlockd_bin() -> PathBuf {
     bin
 }
 
+/// A free TCP port on loopback (the listener is closed again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
 /// A Network Unlock certificate + key written to a directory.
 pub struct UnlockCert {
     pub cert_pem: PathBuf,
