@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 /// A panic anywhere aborts the process: a daemon with a dead task must not keep running as a
 /// ghost; systemd's `Restart=on-failure` brings it back. (The release profile keeps unwinding so
@@ -38,23 +38,10 @@ pub(crate) fn warn_if_root() {
     }
 }
 
-/// A private key file must not be readable or writable by group or others.
+/// A private key file must not be readable or writable by group or others. The rule lives in
+/// `certs`; this names which file the operator has to fix.
 pub(crate) fn check_private_file(path: &Path, what: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => bail!("cannot read {what} {}: {e}", path.display()),
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "{what} {} has mode {mode:04o}: it is readable or writable by other users. \
-             Fix it with `chmod 600 {}` (and make it owned by the service user)",
-            path.display(),
-            path.display()
-        );
-    }
-    Ok(())
+    certs::check_private_key_permissions(path).map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
 #[cfg(test)]
@@ -84,6 +71,9 @@ mod tests {
             }
         }
         let missing = check_private_file(&dir.path().join("nope"), "key").unwrap_err();
-        assert!(missing.to_string().contains("cannot read key"));
+        assert!(
+            missing.to_string().starts_with("key: cannot read"),
+            "{missing}"
+        );
     }
 }
