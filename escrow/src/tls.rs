@@ -9,7 +9,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
@@ -25,7 +24,7 @@ pub enum TlsError {
     )]
     Certificate { path: PathBuf, reason: String },
     #[error(
-        "TLS certificate file {path} holds no PEM CERTIFICATE block; give it the server certificate (chain) in PEM"
+        "TLS certificate file {path} holds no certificate; give it the server certificate (chain) in PEM"
     )]
     NoCertificate { path: PathBuf },
     #[error(
@@ -51,32 +50,26 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Lower-case hex SHA-256 of a DER certificate: the identity a device binds at enrollment.
 pub fn cert_sha256_hex(der: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
+    certs::sha256_fingerprint_hex(der)
 }
 
-/// Reads a PEM certificate chain (leaf first).
+/// Reads the certificate chain (PEM, or one DER certificate) with the project's certificate
+/// loader, so `config check` and the listener accept exactly the same files.
 pub fn load_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::Certificate {
+    certs::load_certificate_chain(path).map_err(|e| match e {
+        certs::CertError::NoCertificate { .. } => TlsError::NoCertificate {
             path: path.to_owned(),
-            reason: e.to_string(),
-        })?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Certificate {
+        },
+        other => TlsError::Certificate {
             path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
+            reason: other.to_string(),
+        },
+    })
 }
 
-/// Reads a PEM private key (the error never includes key bytes).
+/// Reads the private key (the error never includes key bytes).
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::PrivateKey {
+    certs::load_private_key(path).map_err(|e| TlsError::PrivateKey {
         path: path.to_owned(),
         reason: e.to_string(),
     })

@@ -307,24 +307,9 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
     })
 }
 
-/// Hides a password in a database URL before it reaches an error message or a log.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let creds = &url[scheme_end + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+/// Hides a password in a database URL before it reaches an error message or a log (the escrow
+/// store's rule, so the daemon and the store redact alike).
+pub(crate) use escrow::store::redact_url;
 
 fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {

@@ -138,7 +138,7 @@ impl Db {
 }
 
 /// Hide a password in a database URL before it reaches an error message.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
