@@ -938,3 +938,13 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    ping_answers_while_open_and_fails_once_closed,
+    |db: TestDb| async move {
+        let svc = db.open(Kek::generate()).await.unwrap();
+        svc.ping().await.unwrap();
+        svc.close().await;
+        assert!(matches!(svc.ping().await, Err(EscrowError::Storage(_))));
+    }
+);

@@ -314,7 +314,7 @@ async fn evaluate(sources: &HealthSources, audit: &mut Check, check_audit: bool)
     };
     let database = match &sources.escrow {
         None => Check::disabled(),
-        Some((svc, _)) => match svc.fleet_gauges().await {
+        Some((svc, _)) => match svc.ping().await {
             Ok(_) => Check::ok("reachable"),
             Err(e) => Check::failed(format!("unreachable: {e}")),
         },

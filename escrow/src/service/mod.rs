@@ -135,6 +135,15 @@ impl EscrowService {
         self.inner.sealer.store(Arc::new(s));
     }
 
+    /// A round trip to the database (`SELECT 1`), for health checks: cheap enough to run every
+    /// few seconds, unlike the fleet queries.
+    pub async fn ping(&self) -> Result<(), EscrowError> {
+        sqlx::query("SELECT 1")
+            .execute(self.inner.db.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Close the pool (waits for connections to be returned).
     pub async fn close(&self) {
         self.inner.db.close().await;
