@@ -26,6 +26,28 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Which backend a `database_url` names, by the same rule [`Db::open`] applies (so `config check`
+    /// refuses exactly what the store would refuse).
+    pub fn of_url(database_url: &str) -> Result<Self, EscrowError> {
+        normalise_url(database_url).map(|(_, backend)| backend)
+    }
+
+    /// The name operators know it by, for logs and the start-up summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A connection pool plus its backend kind.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -46,7 +68,8 @@ fn normalise_url(url: &str) -> Result<(String, Backend), EscrowError> {
         .or_else(|| u.strip_prefix("sqlite:"));
     let Some(rest) = rest else {
         return Err(EscrowError::Validation(format!(
-            "database_url {u:?} is not supported; use sqlite:///var/lib/netunlockd/escrow.db or postgres://user@host/db"
+            "database_url {:?} is not supported; use sqlite:///var/lib/netunlockd/escrow.db or postgres://user@host/db",
+            redact_url(u)
         )));
     };
     if rest.is_empty() || rest.starts_with(":memory:") {
@@ -176,6 +199,22 @@ mod tests {
         );
         assert!(normalise_url("mysql://x").is_err());
         assert!(normalise_url("sqlite::memory:").is_err());
+        assert_eq!(
+            Backend::of_url("postgresql://h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::of_url("sqlite:///x/e.db?mode=rwc").ok(),
+            Some(Backend::Sqlite)
+        );
+        let refused = Backend::of_url("mysql://u:secret@h/db")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.contains("not supported") && !refused.contains("secret"),
+            "{refused}"
+        );
         assert_eq!(
             redact_url("postgres://u:secret@h/db"),
             "postgres://u:***@h/db"
