@@ -7,6 +7,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+mod evaluate;
+
+pub(crate) use evaluate::{
+    HealthSources, chain_intact, describe_chain, health_task, initial_health,
+};
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum CheckState {

@@ -1,5 +1,6 @@
-//! Loads the Network Unlock certificates and the subnet policy into the responder's key store.
-//! Used at start, by `config check`, and on SIGHUP (where a failure keeps the old store).
+//! Loads the daemon's keys: the Network Unlock certificates and the subnet policy into the
+//! responder's key store (at start, by `config check`, and on SIGHUP, where a failure keeps the old
+//! store), and the escrow key-encryption key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,12 +8,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use netunlock::{CertificatePolicy, KeyStore, UnlockKey};
 
-use crate::config::{CertificateSettings, UnlockSettings};
+use crate::config::{CertificateSettings, EscrowSettings, UnlockSettings};
 use crate::security::check_private_file;
 use crate::state::StateDir;
 
 /// systemd credential name for the generated certificate's private key (`LoadCredential=`).
 pub(crate) const UNLOCK_KEY_CREDENTIAL: &str = "network-unlock.key";
+
+/// systemd credential name for the escrow key-encryption key (`LoadCredential[Encrypted]=`).
+pub(crate) const KEK_CREDENTIAL: &str = "escrow-kek";
 
 /// What was loaded, for the start-up summary and `config check`.
 #[derive(Debug, Clone)]
@@ -124,6 +128,37 @@ fn load_identity(settings: &CertificateSettings) -> Result<certs::UnlockIdentity
         format!(
             "cannot load the Network Unlock certificate {}",
             settings.cert.display()
+        )
+    })
+}
+
+/// The KEK for `serve`: a systemd credential when one is provided, else the configured file,
+/// created with mode 0600 on first start.
+pub(crate) fn kek_for_serve(e: &EscrowSettings) -> Result<escrow::Kek> {
+    if let Some(kek) = escrow::Kek::from_credentials_dir(KEK_CREDENTIAL)? {
+        return Ok(kek);
+    }
+    let kek = escrow::Kek::load_or_create(&e.kek_file).with_context(|| {
+        format!(
+            "cannot load or create the key-encryption key {}",
+            e.kek_file.display()
+        )
+    })?;
+    check_private_file(&e.kek_file, "the key-encryption key")?;
+    Ok(kek)
+}
+
+/// The KEK for one-shot commands: the credential or the existing file, never created here (a new
+/// KEK would make every escrowed secret unreadable).
+pub(crate) fn existing_kek(e: &EscrowSettings) -> Result<escrow::Kek> {
+    if let Some(kek) = escrow::Kek::from_credentials_dir(KEK_CREDENTIAL)? {
+        return Ok(kek);
+    }
+    check_private_file(&e.kek_file, "the key-encryption key")?;
+    escrow::Kek::load(&e.kek_file).with_context(|| {
+        format!(
+            "cannot load the key-encryption key {}",
+            e.kek_file.display()
         )
     })
 }

@@ -81,8 +81,8 @@ async fn serve(config: Config, source: ConfigSource) -> Result<()> {
         let token = shutdown.clone();
         tasks.spawn(async move { m.run(token).await });
     }
-    let audit = components::initial_health(&reloaders.health_sources, &health).await;
-    tasks.spawn(components::health_task(
+    let audit = crate::health::initial_health(&reloaders.health_sources, &health).await;
+    tasks.spawn(crate::health::health_task(
         reloaders.health_sources.clone(),
         health.clone(),
         audit,
@@ -243,12 +243,4 @@ async fn watchdog(interval: Duration, health: Health, shutdown: CancellationToke
             }
         }
     }
-}
-
-// Exposed for `config check`, which loads the same things without binding.
-pub(crate) use components::{chain_intact, check_without_binding, describe_chain};
-
-/// The KEK for one-shot commands: the credential or the existing file (never created here).
-pub(crate) fn load_kek_for_cli(e: &config::EscrowSettings) -> Result<escrow::Kek> {
-    components::load_kek(e, false)
 }

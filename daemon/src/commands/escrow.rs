@@ -26,7 +26,7 @@ fn escrow_settings(cfg: &Config) -> Result<&EscrowSettings> {
 async fn open_local(config: &ConfigArgs) -> Result<escrow::EscrowService> {
     let cfg = super::load_config(config)?;
     let e = escrow_settings(&cfg)?;
-    let kek = crate::serve::load_kek_for_cli(e)?;
+    let kek = crate::keys::existing_kek(e)?;
     escrow::EscrowService::open(&e.database_url, kek)
         .await
         .with_context(|| {
@@ -302,8 +302,8 @@ pub(crate) fn run_audit(cmd: AuditCommand) -> Result<ExitCode> {
             AuditCommand::Verify { config } => {
                 let svc = open_local(&config).await?;
                 let result = svc.verify_audit_chain().await?;
-                let text = crate::serve::describe_chain(&result);
-                if crate::serve::chain_intact(&result) {
+                let text = crate::health::describe_chain(&result);
+                if crate::health::chain_intact(&result) {
                     println!("audit chain intact: {text}");
                     Ok(ExitCode::SUCCESS)
                 } else {

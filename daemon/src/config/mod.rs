@@ -70,6 +70,8 @@ pub(crate) struct EscrowSettings {
     pub(crate) tls: Option<(PathBuf, PathBuf)>,
     pub(crate) tls_names: Vec<String>,
     pub(crate) database_url: String,
+    /// Which database `database_url` names (the escrow store's rule).
+    pub(crate) backend: escrow::Backend,
     pub(crate) kek_file: PathBuf,
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
@@ -270,22 +272,14 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
         ),
     };
     let database_url = match &e.database_url {
-        Some(u)
-            if u.starts_with("sqlite:")
-                || u.starts_with("postgres://")
-                || u.starts_with("postgresql://") =>
-        {
-            u.clone()
-        }
-        Some(u) => bail!(
-            "escrow.database_url must start with sqlite: or postgres:// (got {:?})",
-            redact_url(u)
-        ),
+        Some(u) => u.clone(),
         None => format!(
             "sqlite://{}?mode=rwc",
             state_dir.join("escrow.db").display()
         ),
     };
+    let backend =
+        escrow::Backend::of_url(&database_url).map_err(|e| anyhow::anyhow!("escrow.{e}"))?;
     if e.max_body_bytes < 1024 {
         bail!("escrow.max_body_bytes must be at least 1024");
     }
@@ -297,6 +291,7 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
         tls,
         tls_names: e.tls_names.clone(),
         database_url,
+        backend,
         kek_file: e
             .kek_file
             .clone()

@@ -110,7 +110,11 @@ fn bad_configurations_are_rejected_with_a_reason() {
         ("[escrow]\ntls_cert = \"/c.pem\"", "given together"),
         (
             "[escrow]\ndatabase_url = \"mysql://u:secret@h/db\"",
-            "must start with",
+            "is not supported; use sqlite:",
+        ),
+        (
+            "[escrow]\ndatabase_url = \"sqlite::memory:\"",
+            "would lose every escrowed key",
         ),
         ("[escrow]\nmax_body_bytes = 10", "max_body_bytes"),
         (

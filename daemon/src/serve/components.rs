@@ -1,9 +1,8 @@
 //! The daemon's parts — the Network Unlock responder and the escrow API — started from the
-//! validated configuration, and the health task that watches them.
+//! validated configuration, and the handles kept for reloads and health.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -13,12 +12,9 @@ use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, EscrowSettings, UnlockSettings};
-use crate::health::{Check, Health, HealthReport};
+use crate::health::HealthSources;
 use crate::keys::{self, LoadedCertificate};
 use crate::state::StateDir;
-
-/// systemd credential name for the escrow key-encryption key (`LoadCredential[Encrypted]=`).
-pub(crate) const KEK_CREDENTIAL: &str = "escrow-kek";
 
 pub(crate) struct UnlockRuntime {
     pub(crate) responder: Responder,
@@ -32,7 +28,7 @@ pub(crate) struct UnlockRuntime {
 pub(crate) struct EscrowRuntime {
     pub(crate) server: escrow::EscrowServer,
     pub(crate) service: escrow::EscrowService,
-    pub(crate) backend: &'static str,
+    pub(crate) backend: escrow::Backend,
     /// 1 while the last audit chain check found the chain intact, 0 once it found it broken.
     pub(crate) audit_chain_ok: prometheus::IntGauge,
     /// SHA-256 of the escrow TLS leaf certificate, for the start-up summary.
@@ -56,14 +52,6 @@ pub(crate) struct UnlockReload {
     pub(crate) metrics: Arc<NetunlockMetrics>,
     pub(crate) loaded: Arc<Mutex<Vec<LoadedCertificate>>>,
     pub(crate) rejection_secret: [u8; 32],
-}
-
-/// What the health task looks at.
-#[derive(Clone)]
-pub(crate) struct HealthSources {
-    heartbeat: Option<Arc<netunlock::responder::Heartbeat>>,
-    loaded: Option<Arc<Mutex<Vec<LoadedCertificate>>>>,
-    escrow: Option<(escrow::EscrowService, prometheus::IntGauge)>,
 }
 
 impl Components {
@@ -111,11 +99,7 @@ impl Components {
         let mut reloaders = Reloaders {
             unlock: None,
             escrow_tls: None,
-            health_sources: HealthSources {
-                heartbeat: None,
-                loaded: None,
-                escrow: None,
-            },
+            health_sources: HealthSources::default(),
         };
         if let Some(u) = self.unlock {
             reloaders.health_sources.heartbeat = Some(u.responder.heartbeat());
@@ -191,38 +175,6 @@ fn start_unlock(
     })
 }
 
-/// The KEK: a systemd credential when one is provided, else the configured file (created on
-/// first start with mode 0600).
-pub(crate) fn load_kek(e: &EscrowSettings, create: bool) -> Result<escrow::Kek> {
-    if let Some(kek) = escrow::Kek::from_credentials_dir(KEK_CREDENTIAL)? {
-        return Ok(kek);
-    }
-    if create {
-        escrow::Kek::load_or_create(&e.kek_file).with_context(|| {
-            format!(
-                "cannot load or create the key-encryption key {}",
-                e.kek_file.display()
-            )
-        })
-    } else {
-        crate::security::check_private_file(&e.kek_file, "the key-encryption key")?;
-        escrow::Kek::load(&e.kek_file).with_context(|| {
-            format!(
-                "cannot load the key-encryption key {}",
-                e.kek_file.display()
-            )
-        })
-    }
-}
-
-pub(crate) fn backend_name(database_url: &str) -> &'static str {
-    if database_url.starts_with("sqlite:") {
-        "SQLite"
-    } else {
-        "PostgreSQL"
-    }
-}
-
 async fn start_escrow(
     e: &EscrowSettings,
     state: &StateDir,
@@ -243,10 +195,7 @@ async fn start_escrow(
                 .first()
                 .map(|leaf| certs::sha256_fingerprint_hex(leaf))
         });
-    let kek = load_kek(e, true)?;
-    if e.kek_file.exists() {
-        crate::security::check_private_file(&e.kek_file, "the key-encryption key")?;
-    }
+    let kek = keys::kek_for_serve(e)?;
     let service = escrow::EscrowService::open(&e.database_url, kek)
         .await
         .with_context(|| {
@@ -279,197 +228,8 @@ async fn start_escrow(
     Ok(EscrowRuntime {
         server,
         service,
-        backend: backend_name(&e.database_url),
+        backend: e.backend,
         audit_chain_ok,
         tls_fingerprint,
     })
-}
-
-/// How often the health report is refreshed, and how often the (costlier) audit chain check runs.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-const AUDIT_CHECK_EVERY: u32 = 60;
-/// A receive loop that has not turned over for this long counts as stalled.
-const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
-
-/// Evaluates every check once. `audit` is the last audit-chain result, refreshed when
-/// `check_audit` is set (it reads the whole chain, so it runs less often).
-async fn evaluate(sources: &HealthSources, audit: &mut Check, check_audit: bool) -> HealthReport {
-    let responder = match &sources.heartbeat {
-        None => Check::disabled(),
-        Some(hb) => match hb.stalest() {
-            Some(age) if age <= HEARTBEAT_STALE => Check::ok("receive loops alive"),
-            Some(age) => {
-                Check::failed(format!("a receive loop has stalled for {}s", age.as_secs()))
-            }
-            None => Check::failed("the receive loops are not running"),
-        },
-    };
-    let certificates = match &sources.loaded {
-        None => Check::disabled(),
-        Some(loaded) => certificate_check(
-            &loaded
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        ),
-    };
-    let database = match &sources.escrow {
-        None => Check::disabled(),
-        Some((svc, _)) => match svc.ping().await {
-            Ok(_) => Check::ok("reachable"),
-            Err(e) => Check::failed(format!("unreachable: {e}")),
-        },
-    };
-    if let Some((svc, gauge)) = &sources.escrow
-        && check_audit
-    {
-        *audit = match svc.verify_audit_chain().await {
-            Ok(v) if chain_intact(&v) => {
-                gauge.set(1);
-                Check::ok(describe_chain(&v))
-            }
-            Ok(v) => {
-                gauge.set(0);
-                tracing::error!("audit chain check failed: {}", describe_chain(&v));
-                Check::failed(describe_chain(&v))
-            }
-            Err(e) => Check::failed(format!("cannot read the audit log: {e}")),
-        };
-    }
-    HealthReport::new(responder, database, certificates, audit.clone())
-}
-
-/// The first health report, computed before READY so `/healthz` and `netunlockd status` are
-/// meaningful as soon as systemd reports the unit started. Waits briefly for the receive loops'
-/// first heartbeat.
-pub(crate) async fn initial_health(sources: &HealthSources, health: &Health) -> Check {
-    let mut audit = if sources.escrow.is_some() {
-        Check::unknown()
-    } else {
-        Check::disabled()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    let mut report = evaluate(sources, &mut audit, true).await;
-    while report.responder.state == crate::health::CheckState::Failed
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        report = evaluate(sources, &mut audit, false).await;
-    }
-    health.set(report);
-    audit
-}
-
-pub(crate) async fn health_task(
-    sources: HealthSources,
-    health: Health,
-    mut audit: Check,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let mut tick = tokio::time::interval_at(
-        tokio::time::Instant::now() + HEALTH_INTERVAL,
-        HEALTH_INTERVAL,
-    );
-    let mut round: u32 = 1;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        let report = evaluate(
-            &sources,
-            &mut audit,
-            round.is_multiple_of(AUDIT_CHECK_EVERY),
-        )
-        .await;
-        round = round.wrapping_add(1);
-        health.set(report);
-    }
-}
-
-fn certificate_check(loaded: &[LoadedCertificate]) -> Check {
-    let now = time::OffsetDateTime::now_utc();
-    let enabled: Vec<_> = loaded.iter().filter(|c| c.enabled).collect();
-    let expired: Vec<_> = enabled
-        .iter()
-        .filter(|c| c.not_after <= now)
-        .map(|c| c.thumbprint_hex.clone())
-        .collect();
-    if enabled.is_empty() {
-        Check::failed("no enabled Network Unlock certificate")
-    } else if !expired.is_empty() {
-        Check::failed(format!("expired: {}", expired.join(", ")))
-    } else {
-        Check::ok(format!("{} enabled certificate(s) valid", enabled.len()))
-    }
-}
-
-/// `config check`: everything `serve` loads, without binding or writing anything.
-pub(crate) async fn check_without_binding(
-    config: &Config,
-    state: &StateDir,
-) -> Result<Vec<String>> {
-    let mut report = Vec::new();
-    if let Some(u) = &config.unlock {
-        let generated_missing = u.certificates.is_empty() && !state.unlock_cert().exists();
-        if generated_missing {
-            report.push(format!(
-                "network unlock: no certificate configured; one will be generated on first start in {}",
-                state.unlock_cert().parent().map(|p| p.display().to_string()).unwrap_or_default()
-            ));
-        } else {
-            let (store, loaded) = keys::load(u, state, [0u8; 32])?;
-            for c in &loaded {
-                report.push(format!(
-                    "network unlock certificate {} ({}) expires {} {}{}",
-                    c.thumbprint_hex,
-                    c.subject,
-                    c.not_after.date(),
-                    if c.enabled { "enabled" } else { "DISABLED" },
-                    if c.allowed_subnets.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", subnets {}", c.allowed_subnets.join(" "))
-                    }
-                ));
-            }
-            report.push(format!(
-                "network unlock: {} certificate(s) loaded",
-                store.len()
-            ));
-        }
-        if let Some(p) = &u.subnet_policy {
-            report.push(format!("subnet policy {} is valid", p.display()));
-        }
-    }
-    if let Some(e) = &config.escrow {
-        if let Some((cert, key)) = &e.tls {
-            certs::load_certificate_chain(cert)
-                .with_context(|| format!("escrow.tls_cert {}", cert.display()))?;
-            crate::security::check_private_file(key, "the escrow TLS private key")?;
-            certs::load_private_key(key)
-                .with_context(|| format!("escrow.tls_key {}", key.display()))?;
-            report.push(format!("escrow TLS certificate {} loads", cert.display()));
-        }
-        report.push(format!(
-            "escrow database: {} ({})",
-            backend_name(&e.database_url),
-            crate::config::redact_url(&e.database_url)
-        ));
-    }
-    Ok(report)
-}
-
-pub(crate) fn chain_intact(v: &escrow::ChainVerification) -> bool {
-    matches!(v, escrow::ChainVerification::Ok { .. })
-}
-
-pub(crate) fn describe_chain(v: &escrow::ChainVerification) -> String {
-    match v {
-        escrow::ChainVerification::Ok { records, head_hash } => {
-            format!("{records} record(s), head {head_hash}")
-        }
-        escrow::ChainVerification::Broken { seq, reason } => {
-            format!("broken at record {seq}: {reason}")
-        }
-    }
 }

@@ -62,7 +62,7 @@ pub(super) fn log(config: &Config, components: &Components, metrics: Option<Sock
         }
     }
     if let Some(e) = &components.escrow {
-        tracing::info!(backend = e.backend, "escrow database open");
+        tracing::info!(backend = %e.backend, "escrow database open");
         if let Some(fp) = &e.tls_fingerprint {
             tracing::info!(
                 sha256 = %fp,

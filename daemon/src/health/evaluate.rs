@@ -1,0 +1,151 @@
+//! Evaluating the daemon's health: the checks behind `/healthz`, `netunlockd status` and the
+//! systemd watchdog, computed once before READY and then every few seconds.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio_util::sync::CancellationToken;
+
+use super::{Check, CheckState, Health, HealthReport};
+use crate::keys::LoadedCertificate;
+
+/// What the health task looks at.
+#[derive(Clone, Default)]
+pub(crate) struct HealthSources {
+    pub(crate) heartbeat: Option<Arc<netunlock::responder::Heartbeat>>,
+    pub(crate) loaded: Option<Arc<Mutex<Vec<LoadedCertificate>>>>,
+    /// The escrow service and the `netunlockd_audit_chain_ok` gauge the audit check keeps current.
+    pub(crate) escrow: Option<(escrow::EscrowService, prometheus::IntGauge)>,
+}
+
+/// How often the health report is refreshed, and how often the (costlier) audit chain check runs.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const AUDIT_CHECK_EVERY: u32 = 60;
+/// A receive loop that has not turned over for this long counts as stalled.
+const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
+
+/// Evaluates every check once. `audit` is the last audit-chain result, refreshed when
+/// `check_audit` is set (it reads the whole chain, so it runs less often).
+async fn evaluate(sources: &HealthSources, audit: &mut Check, check_audit: bool) -> HealthReport {
+    let responder = match &sources.heartbeat {
+        None => Check::disabled(),
+        Some(hb) => match hb.stalest() {
+            Some(age) if age <= HEARTBEAT_STALE => Check::ok("receive loops alive"),
+            Some(age) => {
+                Check::failed(format!("a receive loop has stalled for {}s", age.as_secs()))
+            }
+            None => Check::failed("the receive loops are not running"),
+        },
+    };
+    let certificates = match &sources.loaded {
+        None => Check::disabled(),
+        Some(loaded) => certificate_check(
+            &loaded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ),
+    };
+    let database = match &sources.escrow {
+        None => Check::disabled(),
+        Some((svc, _)) => match svc.ping().await {
+            Ok(_) => Check::ok("reachable"),
+            Err(e) => Check::failed(format!("unreachable: {e}")),
+        },
+    };
+    if let Some((svc, gauge)) = &sources.escrow
+        && check_audit
+    {
+        *audit = match svc.verify_audit_chain().await {
+            Ok(v) if chain_intact(&v) => {
+                gauge.set(1);
+                Check::ok(describe_chain(&v))
+            }
+            Ok(v) => {
+                gauge.set(0);
+                tracing::error!("audit chain check failed: {}", describe_chain(&v));
+                Check::failed(describe_chain(&v))
+            }
+            Err(e) => Check::failed(format!("cannot read the audit log: {e}")),
+        };
+    }
+    HealthReport::new(responder, database, certificates, audit.clone())
+}
+
+/// The first health report, computed before READY so `/healthz` and `netunlockd status` are
+/// meaningful as soon as systemd reports the unit started. Waits briefly for the receive loops'
+/// first heartbeat.
+pub(crate) async fn initial_health(sources: &HealthSources, health: &Health) -> Check {
+    let mut audit = if sources.escrow.is_some() {
+        Check::unknown()
+    } else {
+        Check::disabled()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut report = evaluate(sources, &mut audit, true).await;
+    while report.responder.state == CheckState::Failed && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        report = evaluate(sources, &mut audit, false).await;
+    }
+    health.set(report);
+    audit
+}
+
+pub(crate) async fn health_task(
+    sources: HealthSources,
+    health: Health,
+    mut audit: Check,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEALTH_INTERVAL,
+        HEALTH_INTERVAL,
+    );
+    let mut round: u32 = 1;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let report = evaluate(
+            &sources,
+            &mut audit,
+            round.is_multiple_of(AUDIT_CHECK_EVERY),
+        )
+        .await;
+        round = round.wrapping_add(1);
+        health.set(report);
+    }
+}
+
+fn certificate_check(loaded: &[LoadedCertificate]) -> Check {
+    let now = time::OffsetDateTime::now_utc();
+    let enabled: Vec<_> = loaded.iter().filter(|c| c.enabled).collect();
+    let expired: Vec<_> = enabled
+        .iter()
+        .filter(|c| c.not_after <= now)
+        .map(|c| c.thumbprint_hex.clone())
+        .collect();
+    if enabled.is_empty() {
+        Check::failed("no enabled Network Unlock certificate")
+    } else if !expired.is_empty() {
+        Check::failed(format!("expired: {}", expired.join(", ")))
+    } else {
+        Check::ok(format!("{} enabled certificate(s) valid", enabled.len()))
+    }
+}
+
+pub(crate) fn chain_intact(v: &escrow::ChainVerification) -> bool {
+    matches!(v, escrow::ChainVerification::Ok { .. })
+}
+
+pub(crate) fn describe_chain(v: &escrow::ChainVerification) -> String {
+    match v {
+        escrow::ChainVerification::Ok { records, head_hash } => {
+            format!("{records} record(s), head {head_hash}")
+        }
+        escrow::ChainVerification::Broken { seq, reason } => {
+            format!("broken at record {seq}: {reason}")
+        }
+    }
+}
