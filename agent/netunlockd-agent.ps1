@@ -156,7 +156,7 @@ function Write-AgentEvent {
 # plus the event log. Never the success stream, so callers' return values stay clean.
 function Write-AgentLog {
     param([string]$Message, [string]$Level = 'Information')
-    $line = '{0} {1}' -f (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ'), $Message
+    $line = '{0} {1}' -f (ConvertTo-IsoTime (Get-Date)), $Message
     if ($Level -eq 'Error') {
         [void][Console]::Error.WriteLine($line)
     }
@@ -1294,7 +1294,7 @@ function Invoke-Enrollment {
     $State.enrolled = $true
     $State.device_id = Get-OptionalProperty $response.Body 'id'
     $State.computer_name = Get-OptionalProperty $response.Body 'computer_name'
-    $State.enrolled_at = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
+    $State.enrolled_at = (ConvertTo-IsoTime (Get-Date))
     Save-AgentState -Path $StatePath -State $State
     Write-AgentLog ('enrolled as {0} (device {1}) with client certificate {2}' -f $State.computer_name, $State.device_id, $Thumbprint)
     Remove-EnrollmentTokenFile -TokenFile $TokenFile
@@ -1636,13 +1636,13 @@ function Invoke-ProtectorRotation {
     if (-not $newId) {
         $newId = Add-RecoveryPasswordProtector -VolumeRecord $volume
         $kept = @(foreach ($e in @($State.pending)) { if ($e.old -ne $old) { $e } })
-        $State.pending = $kept + @([ordered]@{ old = $old; new = $newId; volume_guid = $volume.volume_guid; since = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ') })
+        $State.pending = $kept + @([ordered]@{ old = $old; new = $newId; volume_guid = $volume.volume_guid; since = (ConvertTo-IsoTime (Get-Date)) })
         Save-AgentState -Path $StatePath -State $State
         Write-AgentLog ('rotation of {0} on {1}: added recovery protector {2}' -f $old, $label, $newId)
     }
     elseif ($null -eq $pending -or $pending.new -ne $newId) {
         $kept = @(foreach ($e in @($State.pending)) { if ($e.old -ne $old) { $e } })
-        $State.pending = $kept + @([ordered]@{ old = $old; new = $newId; volume_guid = $volume.volume_guid; since = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ') })
+        $State.pending = $kept + @([ordered]@{ old = $old; new = $newId; volume_guid = $volume.volume_guid; since = (ConvertTo-IsoTime (Get-Date)) })
         Save-AgentState -Path $StatePath -State $State
     }
 
@@ -1873,7 +1873,7 @@ function Invoke-NetunlockdAgent {
     finally {
         if ($null -ne $state) {
             $state.last_run = [ordered]@{
-                at        = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
+                at        = (ConvertTo-IsoTime (Get-Date))
                 outcome   = $outcome
                 exit_code = (ConvertTo-ExitCode $outcome)
                 summary   = $summary
