@@ -135,6 +135,9 @@ param(
 # Application event log through the .NET API: PowerShell 7 has no Write-EventLog.
 function Write-AgentEvent {
     param([string]$Message, [string]$Level)
+    if (-not ('System.Diagnostics.EventLog' -as [type])) {
+        $null = Add-Type -AssemblyName System.Diagnostics.EventLog
+    }
     $source = 'netunlockd-agent'
     $type = [System.Diagnostics.EventLogEntryType]::Information
     $eventId = 100
