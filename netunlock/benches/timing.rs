@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lc_rs::rsa::{Pkcs1PublicEncryptingKey, PublicEncryptingKey};
-use netunlock::{KP_LEN, UnlockKey};
+use netunlock::{KP_LEN, RejectionSecret, UnlockKey};
 
 fn data(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -39,7 +39,7 @@ fn main() {
     let identity = Arc::new(
         certs::UnlockIdentity::from_der_parts(cert.clone(), &data("vector54_key.pk8.der")).unwrap(),
     );
-    let key = UnlockKey::new(identity, [7; 32]);
+    let key = UnlockKey::new(identity, &RejectionSecret::from_bytes([7; 32]));
     let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
     let public = Pkcs1PublicEncryptingKey::new(
         PublicEncryptingKey::from_der(parsed.tbs_certificate.subject_pki.raw).unwrap(),

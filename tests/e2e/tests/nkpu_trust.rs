@@ -214,7 +214,6 @@ fn parse_frame(f: &[u8], server_mac: [u8; 6]) -> Option<Seen> {
 /// A host outside the allowed subnet claims an allowed `ciaddr` (and answers ARP for it): the IP
 /// source does not equal `ciaddr`, so it gets silence, counted as `source_mismatch`.
 #[test]
-#[ignore = "issue 7 reproduction: fails until the fix lands"]
 fn direct_v4_with_a_ciaddr_other_than_its_source_gets_silence() {
     require_netns!();
     let (setup, cert) = start(&["10.77.0.128/25"], "");
@@ -256,7 +255,6 @@ fn direct_v4_with_a_ciaddr_other_than_its_source_gets_silence() {
 /// Any host can claim to be a relay (giaddr = itself, ciaddr = an allowed address); with no trusted
 /// relays configured it gets silence and the log names the setting.
 #[test]
-#[ignore = "issue 7 reproduction: fails until the fix lands"]
 fn relayed_v4_from_a_host_that_is_not_a_trusted_relay_gets_silence() {
     require_netns!();
     let (setup, cert) = start(&["10.200.0.0/16"], "");
@@ -295,7 +293,6 @@ fn relayed_v4_from_a_host_that_is_not_a_trusted_relay_gets_silence() {
 /// A Relay-Forward whose peer is link-local used to bypass the subnet list; from an untrusted
 /// source it gets silence.
 #[test]
-#[ignore = "issue 7 reproduction: fails until the fix lands"]
 fn relayed_v6_with_a_link_local_peer_does_not_bypass_the_subnets() {
     require_netns!();
     let (setup, cert) = start(&["2001:db8:99::/64"], "");
@@ -333,12 +330,110 @@ fn relayed_v6_with_a_link_local_peer_does_not_bypass_the_subnets() {
     assert_eq!(requests_total(&text, "v6", "answered"), 0.0, "{text}");
 }
 
+/// A trusted relay is answered at its own address, port 67, and the subnet policy reads both the
+/// client's link as the relay states it (giaddr) and ciaddr.
+#[test]
+fn a_trusted_v4_relay_is_answered_and_the_policy_reads_giaddr_and_ciaddr() {
+    require_netns!();
+    let (setup, cert) = start(
+        &["10.200.0.0/16"],
+        &format!("trusted_relays = [\"{CLIENT_V4}/32\"]"),
+    );
+    let inside = v4_request(
+        &cert,
+        3,
+        Ipv4Addr::new(10, 200, 3, 7),
+        Ipv4Addr::new(10, 200, 3, 1),
+    );
+    let outside_link = v4_request(
+        &cert,
+        4,
+        Ipv4Addr::new(10, 200, 3, 8),
+        Ipv4Addr::new(10, 99, 0, 1),
+    );
+    let (answered, refused) = setup.topo.client.enter(|| {
+        let s = client_socket(SocketAddr::from((CLIENT_V4, 67)));
+        s.send_to(&inside.0, (SERVER_V4, 67)).expect("send");
+        let answered = collect(&s, Duration::from_secs(3));
+        s.send_to(&outside_link.0, (SERVER_V4, 67)).expect("send");
+        (answered, collect(&s, SILENCE))
+    });
+    let (_, xid, mac, secrets) = &inside;
+    assert!(
+        answered
+            .iter()
+            .any(|(d, from)| verify_v4_reply(d, *xid, mac, secrets).is_ok()
+                && *from == SocketAddr::from((SERVER_V4, 67))),
+        "the trusted relay gets the reply\n{}",
+        setup.daemon.log_text()
+    );
+    assert!(
+        refused.is_empty(),
+        "giaddr outside the allowed subnets: silence"
+    );
+    let text = scrape_until(
+        &setup.topo.server,
+        METRICS,
+        r#"netunlockd_requests_total{family="v4",outcome="subnet_refused"}"#,
+        1.0,
+    );
+    assert_eq!(requests_total(&text, "v4", "subnet_refused"), 1.0, "{text}");
+}
+
+/// Through a trusted DHCPv6 relay the policy reads the link-address; a link-local peer is no bypass.
+#[test]
+fn a_trusted_v6_relay_is_judged_by_its_link_address() {
+    require_netns!();
+    let (setup, cert) = start(
+        &["2001:db8:99::/64"],
+        &format!("trusted_relays = [\"{CLIENT_V6}/128\"]"),
+    );
+    let forward = |link: &str, xid: [u8; 3]| {
+        let (_, kp) = new_key_protector(&cert.der).expect("kp");
+        let inner = build_v6_request(
+            &V6ClientParams {
+                xid,
+                client_duid: vec![0, 4, xid[2], 9, 9, 9],
+            },
+            &cert.thumbprint,
+            &kp,
+        );
+        wrap_relay_forward(
+            &inner,
+            &RelayHop {
+                hop_count: 0,
+                link_address: link.parse().expect("addr"),
+                peer_address: "fe80::1".parse().expect("addr"),
+                interface_id: None,
+            },
+        )
+    };
+    let allowed = forward("2001:db8:99::1", [1, 1, 1]);
+    let other = forward("fd77::2", [1, 1, 2]);
+    let (answered, refused) = setup.topo.client.enter(|| {
+        let s = client_socket(SocketAddr::V6(SocketAddrV6::new(CLIENT_V6, 547, 0, 0)));
+        let to = SocketAddr::V6(SocketAddrV6::new(SERVER_V6, 547, 0, 0));
+        s.send_to(&allowed, to).expect("send");
+        let answered = collect(&s, Duration::from_secs(3));
+        s.send_to(&other, to).expect("send");
+        (answered, collect(&s, SILENCE))
+    });
+    assert!(
+        answered.iter().any(|(d, _)| unwrap_relay_reply(d).is_ok()),
+        "a Relay-Reply for the allowed link\n{}",
+        setup.daemon.log_text()
+    );
+    assert!(
+        refused.is_empty(),
+        "no bypass for a link-local peer on another link"
+    );
+}
+
 // ---- Finding 2: replies can be aimed anywhere --------------------------------------------------
 
 /// Requests that name a broadcast, multicast, loopback, another host, an off-link address or the
 /// server itself as the reply address: nothing leaves the server, and nothing is answered.
 #[test]
-#[ignore = "issue 7 reproduction: fails until the fix lands"]
 fn replies_go_nowhere_but_to_the_requester() {
     require_netns!();
     let (setup, cert) = start(&[], "");
@@ -459,7 +554,6 @@ fn rsa_rate_one_thread(cert: &UnlockCert) -> f64 {
 /// other addresses each send one request and retry after 2 s, as Windows does. All of them must
 /// unlock, and the daemon's log must stay bounded.
 #[test]
-#[ignore = "issue 7 reproduction: fails until the fix lands"]
 fn one_flooding_host_does_not_starve_the_others() {
     require_netns!();
     let (setup, cert) = start(&[], "");
@@ -603,7 +697,6 @@ fn one_flooding_host_does_not_starve_the_others() {
 
 /// A second `netunlockd serve` must not start beside a running one: the DHCP ports are taken.
 #[test]
-#[ignore = "issue 7 reproduction: fails until the fix lands"]
 fn a_second_instance_cannot_take_the_dhcp_ports() {
     require_netns!();
     let (setup, _cert) = start(&[], "");
