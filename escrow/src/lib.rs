@@ -1,39 +1,42 @@
 //! escrow: BitLocker recovery-key escrow for netunlockd.
 //!
-//! Storage/service layer: [`EscrowService`] (SQLite or PostgreSQL via sqlx), envelope encryption
-//! ([`sealing`]), the hash-chained audit log ([`audit`]), backup/restore ([`backup`]). The HTTPS API
-//! modules sit on top of the service.
+//! Layers, each importing only those below it:
+//! - [`api`] (HTTP: routes, extractors, authentication, wire types, the OpenAPI document), served by
+//!   [`server`] over [`tls`];
+//! - [`service`] (the rules: roles, validation, rotation, audit decisions, backup) — [`EscrowService`];
+//! - [`store`] (all SQL, one module per aggregate; the only place that knows SQLite from PostgreSQL);
+//! - pure modules: [`model`], [`audit`] (the hash chain), [`sealing`], [`recovery_password`], [`guid`].
+//!
+//! [`client`] is the HTTPS client of the API used by the CLI, the tests and the load tool.
 
+pub mod api;
 pub mod audit;
-pub mod backup;
+pub mod client;
 pub mod error;
 pub mod guid;
+pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod recovery_password;
 pub mod sealing;
+pub mod server;
 pub mod service;
 pub mod store;
-
-pub use audit::{AuditFilter, AuditRecord, ChainVerification};
-pub use error::EscrowError;
-pub use model::*;
-pub use sealing::Kek;
-pub use service::{
-    Clock, DisclosedNotRotated, EscrowService, FleetGauges, FleetReport, ManualClock, MismatchRow,
-    StaleDevice, SystemClock, VolumeWithoutKey,
-};
-pub use store::Backend;
-
-// HTTP layer modules (escrow-api) below this line.
-pub mod api;
-pub mod auth;
-pub mod client;
-pub mod metrics;
-pub mod openapi;
-pub mod server;
 pub mod tls;
 
 pub use api::wire;
+pub use audit::{AuditFilter, AuditRecord, ChainVerification};
 pub use client::{ApiClient, ApiClientConfig, ServerTrust};
+pub use error::EscrowError;
+pub use model::{
+    Actor, ActorKind, ApiTokenInfo, AuditOutcome, BackupSummary, CheckIn, DeviceFilter, DeviceInfo,
+    DisclosedNotRotated, Disclosure, DisclosureReason, EnrollmentTokenInfo, EscrowItem,
+    EscrowRequest, FleetGauges, FleetReport, ImportRecord, ItemOutcome, KeyCandidate, MismatchRow,
+    OperatorInfo, PasswordError, ProtectorId, RecoveryPassword, Role, RotationInstruction,
+    RotationState, StaleDevice, VolumeType, VolumeWithoutKey, parse_recovery_password,
+};
+pub use sealing::Kek;
 pub use server::{EscrowServer, EscrowServerConfig, ServerLimits};
+pub use service::{Clock, EscrowService, ManualClock, SystemClock};
+pub use store::Backend;
 pub use tls::TlsReloader;

@@ -8,7 +8,7 @@ use prometheus::{
 use std::time::Duration;
 
 use crate::error::EscrowError;
-use crate::service::FleetGauges;
+use crate::model::FleetGauges;
 
 #[derive(Clone, Debug)]
 pub struct EscrowMetrics {

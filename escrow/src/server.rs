@@ -18,9 +18,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::api::auth::ConnInfo;
 use crate::api::ratelimit::{RateLimit, RateLimiter};
 use crate::api::{AppState, router};
-use crate::auth::ConnInfo;
 use crate::error::EscrowError;
 use crate::metrics::EscrowMetrics;
 use crate::service::EscrowService;

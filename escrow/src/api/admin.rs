@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::auth::Operator;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::wire::*;
-use crate::auth::Operator;
 use crate::model::DeviceFilter;
 
 /// Longest enrollment-token lifetime (30 days): tokens are for a rollout, not standing secrets.

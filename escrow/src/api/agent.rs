@@ -12,9 +12,9 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::AppState;
+use super::auth::{ClientCert, Device};
 use super::error::{ApiError, ApiJson};
 use super::wire::*;
-use crate::auth::{ClientCert, Device};
 use crate::guid::parse_guid;
 use crate::model::{
     CheckIn, EscrowItem, EscrowRequest, ItemOutcome, ProtectorId, VolumeType,

@@ -13,9 +13,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::agent::parse_protector;
+use super::auth::{Operator, PeerAddr};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::wire::*;
-use crate::auth::{Operator, PeerAddr};
 use crate::model::DisclosureReason;
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 
 mod admin;
 mod agent;
+pub mod auth;
 pub mod csv;
 pub mod error;
 mod keys;
@@ -20,9 +21,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::auth::LogCtx;
 use crate::metrics::{EscrowMetrics, outcome_label};
 use crate::service::EscrowService;
+use auth::LogCtx;
 use error::ApiError;
 use ratelimit::RateLimiter;
 

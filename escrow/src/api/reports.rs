@@ -10,11 +10,11 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime, Time};
 
 use super::AppState;
+use super::auth::Operator;
 use super::csv::write_record;
 use super::error::{ApiError, ApiQuery};
 use super::wire::*;
 use crate::audit::AuditFilter;
-use crate::auth::Operator;
 use crate::model::Role;
 
 /// Accepts RFC 3339 (`2026-11-02T10:00:00Z`) or a bare date (`2026-11-02`, UTC; as `to` it

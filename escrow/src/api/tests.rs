@@ -9,9 +9,9 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+use super::auth::ConnInfo;
 use super::ratelimit::{RateLimit, RateLimiter};
 use super::*;
-use crate::auth::ConnInfo;
 use crate::sealing::Kek;
 
 struct Fixture {
@@ -207,7 +207,7 @@ async fn authentication_failures() {
     // Device routes: no certificate → 401 with the mTLS message; unknown certificate → 403.
     let (s, _, b) = send(&f.app, get("/api/v1/agent/keys", Some(&f.admin)), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(b.contains(crate::auth::NEED_CERT), "{b}");
+    assert!(b.contains(auth::NEED_CERT), "{b}");
     let (s, _, b) = send(
         &f.app,
         get("/api/v1/agent/keys", None),

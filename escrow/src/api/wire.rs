@@ -5,11 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::audit::{AuditRecord, ChainVerification};
+pub use crate::model::FleetReport;
 pub use crate::model::{
     ApiTokenInfo, DeviceInfo, EnrollmentTokenInfo, KeyCandidate, OperatorInfo, Role,
     RotationInstruction,
 };
-pub use crate::service::FleetReport;
 
 /// `{"error": {"code": "...", "message": "..."}}` — the body of every non-2xx answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

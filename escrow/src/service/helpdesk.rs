@@ -4,10 +4,8 @@
 use std::net::IpAddr;
 
 use serde_json::json;
-use sqlx::Row;
 use zeroize::Zeroizing;
 
-use super::candidates::{CANDIDATE_SELECT, candidate_from_row, volume_db};
 use super::{EscrowService, clean_text, require_role};
 use crate::audit::action;
 use crate::error::EscrowError;
@@ -17,7 +15,9 @@ use crate::model::{
     parse_recovery_password,
 };
 use crate::sealing::aad;
-use crate::store::{NewAudit, Tx, append_audit};
+use crate::store::Tx;
+use crate::store::audit::{self as audit_log, NewAudit};
+use crate::store::keys::{self, volume_db};
 
 /// Most candidates returned for one prefix (a prefix collides rarely; this bounds enumeration).
 pub const MAX_CANDIDATES: i64 = 50;
@@ -35,14 +35,7 @@ impl EscrowService {
             "look up recovery keys",
         )?;
         let prefix = parse_prefix8(prefix8).map_err(EscrowError::Validation)?;
-        let rows = sqlx::query(&format!(
-            "{CANDIDATE_SELECT} WHERE p.protector_prefix = $1 ORDER BY p.escrowed_at DESC, p.id DESC LIMIT $2"
-        ))
-        .bind(prefix)
-        .bind(MAX_CANDIDATES)
-        .fetch_all(&self.inner.db.pool)
-        .await?;
-        rows.iter().map(candidate_from_row).collect()
+        keys::by_prefix(&mut *self.inner.db.conn().await?, &prefix, MAX_CANDIDATES).await
     }
 
     /// Keys of a device (case-insensitive computer name), newest first, including history.
@@ -57,13 +50,7 @@ impl EscrowService {
             "look up recovery keys",
         )?;
         let name = super::devices::validate_computer_name(device_name)?;
-        let rows = sqlx::query(&format!(
-            "{CANDIDATE_SELECT} WHERE lower(d.computer_name) = $1 ORDER BY d.id, p.escrowed_at DESC, p.id DESC LIMIT 1000"
-        ))
-        .bind(name.to_ascii_lowercase())
-        .fetch_all(&self.inner.db.pool)
-        .await?;
-        rows.iter().map(candidate_from_row).collect()
+        keys::by_device_name(&mut *self.inner.db.conn().await?, &name, 1000).await
     }
 
     /// Disclose one recovery password. Helpdesk must name the device; the reason is mandatory (`Other` needs
@@ -113,7 +100,7 @@ impl EscrowService {
                 let mut rec = base
                     .detail(json!({"error": e.public_message(), "device_name_given": dev_name}));
                 rec.device_id = dev_id;
-                append_audit(&mut tx, rec, now).await?;
+                audit_log::append(&mut tx, rec, now).await?;
                 tx.commit().await?;
                 Err(e)
             }
@@ -152,24 +139,16 @@ impl EscrowService {
                 "the helpdesk role must give the device name as well as the key ID".into(),
             ));
         }
-        let rows = sqlx::query(&format!(
-            "{CANDIDATE_SELECT} WHERE p.protector_id = $1 ORDER BY p.id"
-        ))
-        .bind(protector_id.db_string())
-        .fetch_all(&mut **tx)
-        .await?;
-        if rows.is_empty() {
+        let holders = keys::holders(tx, protector_id).await?;
+        if holders.is_empty() {
             return Err(EscrowError::NotFound(format!(
                 "no escrowed key with ID {protector_id}"
             )));
         }
-        let mut matching = Vec::new();
-        for r in &rows {
-            let c = candidate_from_row(r)?;
-            if device_name.is_none_or(|n| c.device_name.eq_ignore_ascii_case(n)) {
-                matching.push((c, r.try_get::<i64, _>(11)?));
-            }
-        }
+        let mut matching: Vec<(KeyCandidate, i64)> = holders
+            .into_iter()
+            .filter(|(c, _)| device_name.is_none_or(|n| c.device_name.eq_ignore_ascii_case(n)))
+            .collect();
         let (cand, row_id) = match matching.len() {
             0 => {
                 return Err(EscrowError::Forbidden(format!(
@@ -183,25 +162,22 @@ impl EscrowService {
                 )));
             }
         };
-        let row =
-            sqlx::query("SELECT password_sealed, key_package_sealed, superseded_at FROM protectors WHERE id = $1")
-                .bind(row_id)
-                .fetch_one(&mut **tx)
-                .await?;
-        let sealed: Vec<u8> = row.try_get(0)?;
-        let kp_sealed: Option<Vec<u8>> = row.try_get(1)?;
-        let superseded: Option<i64> = row.try_get(2)?;
+        let secret = keys::sealed_secret(tx, row_id).await?;
         let vg = volume_db(&cand.volume_guid);
         let pid = protector_id.db_string();
         let sealer = self.sealer();
-        let plain = sealer.open(&sealed, &aad::recovery_password(cand.device_id, &vg, &pid))?;
+        let plain = sealer.open(
+            &secret.password,
+            &aad::recovery_password(cand.device_id, &vg, &pid),
+        )?;
         let pw_text = Zeroizing::new(
             String::from_utf8(plain.to_vec())
                 .map_err(|_| EscrowError::Crypto("stored password is not text".into()))?,
         );
         let password = parse_recovery_password(&pw_text)
             .map_err(|e| EscrowError::Crypto(format!("stored password is invalid: {e}")))?;
-        let key_package = kp_sealed
+        let key_package = secret
+            .key_package
             .map(|k| {
                 sealer
                     .open(&k, &aad::key_package(cand.device_id, &vg, &pid))
@@ -209,17 +185,8 @@ impl EscrowService {
             })
             .transpose()?;
         // A superseded (historical) key is no longer on the disk: nothing to rotate.
-        let rotate = superseded.is_none();
-        sqlx::query(
-            "UPDATE protectors SET disclosed_at = $1, \
-             rotation_state = CASE WHEN $2 = 1 THEN 'requested' ELSE rotation_state END, \
-             rotation_requested_at = CASE WHEN $2 = 1 THEN $1 ELSE rotation_requested_at END WHERE id = $3",
-        )
-        .bind(now_us)
-        .bind(i64::from(rotate))
-        .bind(row_id)
-        .execute(&mut **tx)
-        .await?;
+        let rotate = !secret.superseded;
+        keys::mark_disclosed(tx, row_id, now_us, rotate).await?;
         let mut rec = base
             .device(cand.device_id, &cand.device_name)
             .detail(json!({
@@ -227,13 +194,9 @@ impl EscrowService {
                 "key_package": key_package.is_some(), "rotation_requested": rotate,
             }));
         rec.outcome = AuditOutcome::Success;
-        let seq = append_audit(tx, rec, self.now()).await?;
-        let updated = sqlx::query(&format!("{CANDIDATE_SELECT} WHERE p.id = $1"))
-            .bind(row_id)
-            .fetch_one(&mut **tx)
-            .await?;
+        let seq = audit_log::append(tx, rec, self.now()).await?;
         Ok(Disclosure {
-            candidate: candidate_from_row(&updated)?,
+            candidate: keys::by_row(tx, row_id).await?,
             recovery_password: password,
             key_package,
             audit_seq: seq,

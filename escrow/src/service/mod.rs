@@ -1,13 +1,14 @@
-//! The business operations of the escrow service. Every write runs in one transaction that also appends its
-//! audit record, so an operation and its audit trail commit (or vanish) together.
+//! The rules of the escrow service: who may do what, validation, rotation and audit decisions. Every
+//! write runs in one store transaction that also appends its audit record, so an operation and its audit
+//! trail commit (or vanish) together. No SQL here: the store (`crate::store`) holds it.
 
 mod agent;
-mod batch;
-mod candidates;
+pub mod backup;
 mod clock;
 mod committer;
 mod device_cache;
 mod devices;
+mod escrow_batch;
 mod helpdesk;
 mod keys;
 mod operators;
@@ -16,19 +17,15 @@ mod reports;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::audit::to_micros;
 use crate::error::EscrowError;
 use crate::model::{Actor, ActorKind, Role};
 use crate::sealing::{Dek, Kek, Sealer};
-use crate::store::{Backend, Db};
+use crate::store::{self, Backend, Db};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use reports::{
-    DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice, VolumeWithoutKey,
-};
 
 /// The escrow service: storage, sealing and clock. Cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]
@@ -39,7 +36,7 @@ pub struct EscrowService {
 impl std::fmt::Debug for EscrowService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EscrowService")
-            .field("backend", &self.inner.db.backend)
+            .field("backend", &self.inner.db.backend())
             .finish_non_exhaustive()
     }
 }
@@ -89,7 +86,7 @@ impl EscrowService {
     }
 
     pub fn backend(&self) -> Backend {
-        self.inner.db.backend
+        self.inner.db.backend()
     }
 
     /// The underlying pool (tests and tools that inspect the raw database).
@@ -126,6 +123,16 @@ impl EscrowService {
         self.inner.seal_lock.write().await
     }
 
+    pub(crate) async fn seal_lock_read(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.inner.seal_lock.read().await
+    }
+
+    pub(crate) fn set_kek(&self, kek: &Kek) {
+        if let Ok(mut k) = self.inner.kek.lock() {
+            *k = kek.clone();
+        }
+    }
+
     /// Forget cached certificate → device answers; call after committing any change of a device's binding.
     pub(crate) fn devices_changed(&self) {
         self.inner.devices.invalidate();
@@ -135,13 +142,10 @@ impl EscrowService {
         self.inner.sealer.store(Arc::new(s));
     }
 
-    /// A round trip to the database (`SELECT 1`), for health checks: cheap enough to run every
+    /// A round trip to the database (a trivial query), for health checks: cheap enough to run every
     /// few seconds, unlike the fleet queries.
     pub async fn ping(&self) -> Result<(), EscrowError> {
-        sqlx::query("SELECT 1")
-            .execute(self.inner.db.pool())
-            .await?;
-        Ok(())
+        self.inner.db.ping().await
     }
 
     /// Close the pool (waits for connections to be returned).
@@ -156,18 +160,14 @@ async fn load_or_create_keyring(
     now: OffsetDateTime,
 ) -> Result<Sealer, EscrowError> {
     let mut tx = db.begin_write().await?;
-    let row = sqlx::query("SELECT kek_id, wrapped_dek FROM keyring WHERE id = 1")
-        .fetch_optional(&mut *tx)
-        .await?;
-    let sealer = match row {
-        Some(row) => {
-            let stored_kek_id: String = row.try_get(0)?;
-            let wrapped: Vec<u8> = row.try_get(1)?;
-            let dek = kek.unwrap_dek(&wrapped).map_err(|_| {
+    let sealer = match store::keyring::get(&mut tx).await? {
+        Some(stored) => {
+            let dek = kek.unwrap_dek(&stored.wrapped_dek).map_err(|_| {
                 EscrowError::Crypto(format!(
-                    "the KEK in use (id {}) does not unwrap this database's data key (wrapped by KEK id {stored_kek_id}); \
-                     restore the right KEK file or systemd credential, or restore a backup into a new database",
-                    kek.id()
+                    "the KEK in use (id {}) does not unwrap this database's data key (wrapped by KEK id {}); \
+                     restore the right KEK file or systemd credential (every appliance sharing this database needs the same one), or restore a backup into a new database",
+                    kek.id(),
+                    stored.kek_id
                 ))
             })?;
             Sealer::new(&dek)?
@@ -175,13 +175,14 @@ async fn load_or_create_keyring(
         None => {
             let dek = Dek::generate()?;
             let sealer = Sealer::new(&dek)?;
-            sqlx::query("INSERT INTO keyring (id, kek_id, dek_id, wrapped_dek, created_at) VALUES (1, $1, $2, $3, $4)")
-                .bind(kek.id())
-                .bind(sealer.dek_id().to_owned())
-                .bind(kek.wrap(&dek)?)
-                .bind(to_micros(now))
-                .execute(&mut *tx)
-                .await?;
+            let keyring = store::keyring::Keyring {
+                kek_id: kek.id(),
+                dek_id: sealer.dek_id().to_owned(),
+                wrapped_dek: kek.wrap(&dek)?,
+                created_at: to_micros(now),
+                rewrapped_at: None,
+            };
+            store::keyring::insert(&mut tx, &keyring).await?;
             sealer
         }
     };

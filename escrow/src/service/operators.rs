@@ -3,28 +3,14 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{EscrowService, clean_text, require_role};
 use crate::audit::{action, from_micros, to_micros};
 use crate::error::EscrowError;
 use crate::model::{Actor, ApiTokenInfo, AuditOutcome, OperatorInfo, Role};
 use crate::sealing::{ct_eq, new_token_secret, token_hash};
-use crate::store::{NewAudit, append_audit};
-
-const OPERATOR_COLUMNS: &str = "id, name, role, disabled, created_at";
-
-fn operator_from_row(row: &AnyRow) -> Result<OperatorInfo, EscrowError> {
-    let role: String = row.try_get(2)?;
-    Ok(OperatorInfo {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        role: role.parse().map_err(EscrowError::Storage)?,
-        disabled: row.try_get::<i64, _>(3)? != 0,
-        created_at: from_micros(row.try_get(4)?),
-    })
-}
+use crate::store::audit::{self as audit_log, NewAudit};
+use crate::store::{Tx, operators, tokens};
 
 fn validate_operator_name(name: &str) -> Result<String, EscrowError> {
     let n = clean_text("operator name", name, 64)?;
@@ -54,50 +40,26 @@ impl EscrowService {
         let name = validate_operator_name(name)?;
         let now = self.now_us();
         let mut tx = self.inner.db.begin_write().await?;
-        let admins: i64 =
-            sqlx::query("SELECT COUNT(*) FROM operators WHERE role = 'admin' AND disabled = 0")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-        if admins > 0 && !force {
+        if operators::count_enabled_admins(&mut tx, None).await? > 0 && !force {
             return Err(EscrowError::Conflict(
                 "an admin operator already exists; ask an admin for a token, or bootstrap with --force on the appliance".into(),
             ));
         }
-        let exists = sqlx::query("SELECT id FROM operators WHERE name = $1")
-            .bind(name.clone())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let id: i64 = match exists {
-            Some(r) => {
-                let id: i64 = r.try_get(0)?;
-                sqlx::query("UPDATE operators SET role = 'admin', disabled = 0, disabled_at = NULL WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                id
+        let id = match operators::by_name(&mut tx, &name).await? {
+            Some(existing) => {
+                operators::reinstate_admin(&mut tx, existing.id).await?;
+                existing.id
             }
-            None => sqlx::query(
-                "INSERT INTO operators (name, role, disabled, created_at) VALUES ($1, 'admin', 0, $2) RETURNING id",
-            )
-            .bind(name.clone())
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?,
+            None => {
+                operators::insert(&mut tx, &name, Role::Admin, now)
+                    .await?
+                    .id
+            }
         };
         let secret = new_token_secret(OPERATOR_TOKEN_PREFIX)?;
-        let token_id: i64 = sqlx::query(
-            "INSERT INTO api_tokens (operator_id, token_hash, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(id)
-        .bind(token_hash(&secret))
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get(0)?;
+        let token_id = tokens::insert_api(&mut tx, id, token_hash(&secret), now, None).await?;
         let actor = Actor::local(format!("bootstrap:{name}"));
-        append_audit(
+        audit_log::append(
             &mut tx,
             NewAudit::new(&actor, action::OPERATOR_BOOTSTRAP, AuditOutcome::Success).detail(
                 json!({"operator_id": id, "operator": name, "role": "admin", "token_id": token_id, "forced": force}),
@@ -105,13 +67,9 @@ impl EscrowService {
             self.now(),
         )
         .await?;
-        let row = sqlx::query(&format!(
-            "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let info = operator_from_row(&row)?;
+        let info = operators::by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| EscrowError::Storage("the bootstrapped operator vanished".into()))?;
         tx.commit().await?;
         Ok((info, secret.to_string()))
     }
@@ -125,26 +83,13 @@ impl EscrowService {
         require_role(actor, &[Role::Admin], "manage operators")?;
         let name = validate_operator_name(name)?;
         let mut tx = self.inner.db.begin_write().await?;
-        if sqlx::query("SELECT id FROM operators WHERE name = $1")
-            .bind(name.clone())
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some()
-        {
+        if operators::by_name(&mut tx, &name).await?.is_some() {
             return Err(EscrowError::Conflict(format!(
                 "an operator named {name:?} already exists"
             )));
         }
-        let row = sqlx::query(&format!(
-            "INSERT INTO operators (name, role, disabled, created_at) VALUES ($1, $2, 0, $3) RETURNING {OPERATOR_COLUMNS}"
-        ))
-        .bind(name.clone())
-        .bind(role.as_str())
-        .bind(self.now_us())
-        .fetch_one(&mut *tx)
-        .await?;
-        let info = operator_from_row(&row)?;
-        append_audit(
+        let info = operators::insert(&mut tx, &name, role, self.now_us()).await?;
+        audit_log::append(
             &mut tx,
             NewAudit::new(actor, action::OPERATOR_CREATE, AuditOutcome::Success)
                 .detail(json!({"operator_id": info.id, "operator": name, "role": role})),
@@ -163,27 +108,18 @@ impl EscrowService {
     ) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin], "manage operators")?;
         let mut tx = self.inner.db.begin_write().await?;
-        let old = sqlx::query("SELECT role, name FROM operators WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(old) = old else {
+        let Some(old) = operators::by_id(&mut tx, id).await? else {
             return Err(EscrowError::NotFound(format!("operator {id}")));
         };
-        let old_role: String = old.try_get(0)?;
-        let name: String = old.try_get(1)?;
-        if old_role == Role::Admin.as_str() && role != Role::Admin {
+        if old.role == Role::Admin && role != Role::Admin {
             ensure_other_admin(&mut tx, id).await?;
         }
-        sqlx::query("UPDATE operators SET role = $1 WHERE id = $2")
-            .bind(role.as_str())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        append_audit(
+        operators::set_role(&mut tx, id, role).await?;
+        audit_log::append(
             &mut tx,
-            NewAudit::new(actor, action::OPERATOR_ROLE, AuditOutcome::Success)
-                .detail(json!({"operator_id": id, "operator": name, "from": old_role, "to": role})),
+            NewAudit::new(actor, action::OPERATOR_ROLE, AuditOutcome::Success).detail(
+                json!({"operator_id": id, "operator": old.name, "from": old.role, "to": role}),
+            ),
             self.now(),
         )
         .await?;
@@ -194,35 +130,19 @@ impl EscrowService {
     pub async fn disable_operator(&self, actor: &Actor, id: i64) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin], "manage operators")?;
         let mut tx = self.inner.db.begin_write().await?;
-        let row = sqlx::query("SELECT role, name FROM operators WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
+        let Some(op) = operators::by_id(&mut tx, id).await? else {
             return Err(EscrowError::NotFound(format!("operator {id}")));
         };
-        let role: String = row.try_get(0)?;
-        let name: String = row.try_get(1)?;
-        if role == Role::Admin.as_str() {
+        if op.role == Role::Admin {
             ensure_other_admin(&mut tx, id).await?;
         }
         let now = self.now_us();
-        sqlx::query("UPDATE operators SET disabled = 1, disabled_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $1 WHERE operator_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        append_audit(
+        operators::disable(&mut tx, id, now).await?;
+        tokens::revoke_all_api_of(&mut tx, id, now).await?;
+        audit_log::append(
             &mut tx,
             NewAudit::new(actor, action::OPERATOR_DISABLE, AuditOutcome::Success)
-                .detail(json!({"operator_id": id, "operator": name})),
+                .detail(json!({"operator_id": id, "operator": op.name})),
             self.now(),
         )
         .await?;
@@ -232,12 +152,7 @@ impl EscrowService {
 
     pub async fn list_operators(&self, actor: &Actor) -> Result<Vec<OperatorInfo>, EscrowError> {
         require_role(actor, &[Role::Admin], "list operators")?;
-        let rows = sqlx::query(&format!(
-            "SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY id"
-        ))
-        .fetch_all(&self.inner.db.pool)
-        .await?;
-        rows.iter().map(operator_from_row).collect()
+        operators::list(&mut *self.inner.db.conn().await?).await
     }
 
     /// A new personal API token for `operator_id`; the secret is returned once and stored only as a hash.
@@ -257,32 +172,27 @@ impl EscrowService {
             None => None,
         };
         let mut tx = self.inner.db.begin_write().await?;
-        let op = sqlx::query("SELECT disabled, name FROM operators WHERE id = $1")
-            .bind(operator_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(op) = op else {
+        let Some(op) = operators::by_id(&mut tx, operator_id).await? else {
             return Err(EscrowError::NotFound(format!("operator {operator_id}")));
         };
-        if op.try_get::<i64, _>(0)? != 0 {
+        if op.disabled {
             return Err(EscrowError::Conflict(format!(
                 "operator {operator_id} is disabled"
             )));
         }
-        let name: String = op.try_get(1)?;
         let secret = new_token_secret(OPERATOR_TOKEN_PREFIX)?;
-        let id: i64 = sqlx::query("INSERT INTO api_tokens (operator_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING id")
-            .bind(operator_id)
-            .bind(token_hash(&secret))
-            .bind(to_micros(now))
-            .bind(expires.map(to_micros))
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-        append_audit(
+        let id = tokens::insert_api(
+            &mut tx,
+            operator_id,
+            token_hash(&secret),
+            to_micros(now),
+            expires.map(to_micros),
+        )
+        .await?;
+        audit_log::append(
             &mut tx,
             NewAudit::new(actor, action::API_TOKEN_CREATE, AuditOutcome::Success)
-                .detail(json!({"token_id": id, "operator_id": operator_id, "operator": name})),
+                .detail(json!({"token_id": id, "operator_id": operator_id, "operator": op.name})),
             now,
         )
         .await?;
@@ -300,20 +210,12 @@ impl EscrowService {
     pub async fn revoke_api_token(&self, actor: &Actor, token_id: i64) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin], "manage API tokens")?;
         let mut tx = self.inner.db.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(self.now_us())
-        .bind(token_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
+        if !tokens::revoke_api(&mut tx, token_id, self.now_us()).await? {
             return Err(EscrowError::NotFound(format!(
                 "active API token {token_id}"
             )));
         }
-        append_audit(
+        audit_log::append(
             &mut tx,
             NewAudit::new(actor, action::API_TOKEN_REVOKE, AuditOutcome::Success)
                 .detail(json!({"token_id": token_id})),
@@ -334,43 +236,28 @@ impl EscrowService {
             return Ok(None);
         }
         let hash = token_hash(t);
-        let row = sqlx::query(
-            "SELECT t.token_hash, t.expires_at, t.revoked_at, o.id, o.name, o.role, o.disabled \
-             FROM api_tokens t JOIN operators o ON o.id = t.operator_id WHERE t.token_hash = $1",
-        )
-        .bind(hash.clone())
-        .fetch_optional(&self.inner.db.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get(0)?;
-        if !ct_eq(&stored, &hash) {
+        let Some(owner) = tokens::api_by_hash(&mut *self.inner.db.conn().await?, &hash).await?
+        else {
+            return Ok(None);
+        };
+        if !ct_eq(&owner.hash, &hash)
+            || owner.revoked
+            || owner.operator_disabled
+            || owner.expires_at.is_some_and(|e| e <= self.now_us())
+        {
             return Ok(None);
         }
-        let expires: Option<i64> = row.try_get(1)?;
-        let revoked: Option<i64> = row.try_get(2)?;
-        let disabled: i64 = row.try_get(6)?;
-        if revoked.is_some() || disabled != 0 || expires.is_some_and(|e| e <= self.now_us()) {
-            return Ok(None);
-        }
-        let role: String = row.try_get(5)?;
         Ok(Some(Actor::operator(
-            row.try_get(3)?,
-            row.try_get::<String, _>(4)?,
-            role.parse().map_err(EscrowError::Storage)?,
+            owner.operator_id,
+            owner.operator_name,
+            owner.role.parse().map_err(EscrowError::Storage)?,
         )))
     }
 }
 
 /// Refuse to demote or disable the last enabled admin (nobody could manage operators any more).
-async fn ensure_other_admin(tx: &mut crate::store::Tx, id: i64) -> Result<(), EscrowError> {
-    let others: i64 = sqlx::query(
-        "SELECT COUNT(*) FROM operators WHERE role = 'admin' AND disabled = 0 AND id <> $1",
-    )
-    .bind(id)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get(0)?;
-    if others == 0 {
+async fn ensure_other_admin(tx: &mut Tx, id: i64) -> Result<(), EscrowError> {
+    if operators::count_enabled_admins(tx, Some(id)).await? == 0 {
         return Err(EscrowError::Conflict(
             "this is the last enabled admin; create another admin first".into(),
         ));

@@ -1,23 +1,32 @@
-//! Storage: one sqlx `Any` pool over SQLite or PostgreSQL, so the business logic has one code path.
+//! Storage: all SQL of the escrow crate, one module per aggregate, over one sqlx `Any` pool on SQLite or
+//! PostgreSQL. Nothing above this module knows which backend runs, nor writes SQL.
 //!
 //! SQL text uses `$n` placeholders (accepted by both backends), BIGINT/INTEGER for timestamps (µs since the
-//! epoch) and booleans, TEXT and BLOB/BYTEA. The only dialect switches live here: how a write transaction
-//! begins (SQLite `BEGIN IMMEDIATE`; PostgreSQL `BEGIN` + lock the audit chain head row) and `FOR UPDATE`.
+//! epoch) and booleans, TEXT and BLOB/BYTEA. The dialect switches live here: how a write transaction
+//! begins (SQLite `BEGIN IMMEDIATE`; PostgreSQL `BEGIN` + lock the audit chain head row), anonymous `?`
+//! parameters in statements built at run time on SQLite, and PostgreSQL's sequences after a restore.
+//!
+//! The services own transaction boundaries: they open a [`Tx`] (or a [`Conn`] for single reads), pass it
+//! to the store functions they need, and commit — so an operation and its audit record commit together.
 
-mod audit_store;
+pub(crate) mod audit;
+pub(crate) mod backup;
+pub(crate) mod devices;
+pub(crate) mod keyring;
+pub(crate) mod keys;
+pub(crate) mod operators;
+pub(crate) mod reports;
+pub(crate) mod tokens;
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 use crate::error::EscrowError;
-
-pub(crate) use audit_store::{
-    AUDIT_COLUMNS, AuditCursor, NewAudit, append_audit, append_audit_at, audit_from_row,
-    insert_audit_rows, param, read_audit_head, values_placeholders,
-};
 
 /// Which database the pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,11 +60,66 @@ impl std::fmt::Display for Backend {
 /// A connection pool plus its backend kind.
 #[derive(Clone, Debug)]
 pub struct Db {
-    pub(crate) pool: AnyPool,
-    pub(crate) backend: Backend,
+    pool: AnyPool,
+    backend: Backend,
 }
 
-pub(crate) type Tx = Transaction<'static, Any>;
+/// A write or read transaction. Store functions take it as `&mut AnyConnection` (deref).
+pub(crate) struct Tx(Transaction<'static, Any>);
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), EscrowError> {
+        Ok(self.0.commit().await?)
+    }
+
+    /// Start a savepoint (nested unit of work that can be undone alone).
+    pub(crate) async fn savepoint(&mut self) -> Result<(), EscrowError> {
+        sqlx::query("SAVEPOINT unit").execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    /// Undo everything since [`Tx::savepoint`] (`keep = false`) or keep it, and end the savepoint.
+    pub(crate) async fn end_savepoint(&mut self, keep: bool) -> Result<(), EscrowError> {
+        if !keep {
+            sqlx::query("ROLLBACK TO SAVEPOINT unit")
+                .execute(&mut *self.0)
+                .await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT unit")
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.0
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.0
+    }
+}
+
+/// A pooled connection for reads outside a transaction.
+pub(crate) struct Conn(PoolConnection<Any>);
+
+impl Deref for Conn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.0
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.0
+    }
+}
 
 /// Make a URL given as a bare path or `sqlite:path` acceptable, adding `mode=rwc` (create if missing).
 fn normalise_url(url: &str) -> Result<(String, Backend), EscrowError> {
@@ -133,13 +197,13 @@ impl Db {
     /// A write transaction, serialised with every other writer (the audit chain must not fork).
     pub(crate) async fn begin_write(&self) -> Result<Tx, EscrowError> {
         match self.backend {
-            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Sqlite => Ok(Tx(self.pool.begin_with("BEGIN IMMEDIATE").await?)),
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
                     .execute(&mut *tx)
                     .await?;
-                Ok(tx)
+                Ok(Tx(tx))
             }
         }
     }
@@ -147,12 +211,23 @@ impl Db {
     /// A read-only transaction giving a consistent snapshot.
     pub(crate) async fn begin_read(&self) -> Result<Tx, EscrowError> {
         match self.backend {
-            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN DEFERRED").await?),
-            Backend::Postgres => Ok(self
+            Backend::Sqlite => Ok(Tx(self.pool.begin_with("BEGIN DEFERRED").await?)),
+            Backend::Postgres => Ok(Tx(self
                 .pool
                 .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await?),
+                .await?)),
         }
+    }
+
+    /// A connection for reads that need no snapshot across statements.
+    pub(crate) async fn conn(&self) -> Result<Conn, EscrowError> {
+        Ok(Conn(self.pool.acquire().await?))
+    }
+
+    /// A round trip to the database (`SELECT 1`).
+    pub(crate) async fn ping(&self) -> Result<(), EscrowError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     pub async fn close(&self) {
@@ -175,8 +250,63 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Storage form of a boolean.
-pub(crate) fn b2i(b: bool) -> i64 {
+fn b2i(b: bool) -> i64 {
     i64::from(b)
+}
+
+/// The backend behind a connection.
+fn backend_of(conn: &AnyConnection) -> Backend {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    }
+}
+
+/// The `n`-th (1-based) parameter of SQL text built at run time; on SQLite every parameter of such a
+/// statement must be written with this (anonymous `?` are numbered by position). SQLite gets anonymous
+/// parameters because for named ones sqlx asks SQLite for each parameter's name, a linear scan of the
+/// statement's parameter list: binding a statement with hundreds of parameters then takes quadratic time.
+fn param(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_owned(),
+        Backend::Postgres => format!("${n}"),
+    }
+}
+
+/// A multi-row VALUES list of `rows` rows of `cols` parameters: `(?, ?), (?, ?)` on SQLite,
+/// `($1, $2), ($3, $4)` on PostgreSQL.
+fn values_placeholders(backend: Backend, rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&param(backend, r * cols + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// `(a = p1 AND b = p2) OR (a = p3 AND b = p4) …` for `n` pairs, parameters from `first_param`.
+fn or_pairs(backend: Backend, first_param: usize, n: usize, a: &str, b: &str) -> String {
+    (0..n)
+        .map(|i| {
+            let p = first_param + 2 * i;
+            format!(
+                "({a} = {} AND {b} = {})",
+                param(backend, p),
+                param(backend, p + 1)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 #[cfg(test)]
@@ -220,5 +350,47 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn placeholders() {
+        assert_eq!(
+            values_placeholders(Backend::Postgres, 2, 2),
+            "($1, $2), ($3, $4)"
+        );
+        assert_eq!(values_placeholders(Backend::Sqlite, 1, 3), "(?, ?, ?)");
+        assert_eq!(
+            or_pairs(Backend::Postgres, 2, 2, "a", "b"),
+            "(a = $2 AND b = $3) OR (a = $4 AND b = $5)"
+        );
+    }
+
+    /// Only the store writes SQL or names the database library: the layers above stay backend-neutral.
+    #[test]
+    fn sql_lives_only_in_the_store() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    if path != src.join("store") {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") || path == src.join("error.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for needle in ["sqlx::", "use sqlx", "SELECT ", "INSERT INTO", "UPDATE "] {
+                    if text.contains(needle) {
+                        offenders.push(format!("{} contains {needle:?}", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "SQL outside store/: {offenders:#?}");
     }
 }

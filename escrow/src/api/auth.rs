@@ -8,8 +8,8 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use crate::api::AppState;
-use crate::api::error::ApiError;
+use super::AppState;
+use super::error::ApiError;
 use crate::model::{Actor, ActorKind, DeviceInfo};
 
 /// Per-connection facts the accept loop attaches to every request.

@@ -1,12 +1,12 @@
-//! Appending to and reading the audit chain inside a transaction.
+//! The audit aggregate: appending to the hash chain inside a write transaction, and reading it.
 
 use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
-use crate::audit::{AuditRecord, from_micros, to_micros};
+use super::{backend_of, values_placeholders};
+use crate::audit::{AuditFilter, AuditRecord, from_micros, to_micros};
 use crate::error::EscrowError;
 use crate::model::{Actor, AuditOutcome};
-use crate::store::Backend;
 
 /// An audit record to append; seq, timestamp and hashes are filled in by [`append_audit`].
 #[derive(Debug, Clone)]
@@ -65,9 +65,7 @@ impl NewAudit {
 }
 
 /// The stored chain head (seq, hash).
-pub(crate) async fn read_audit_head(
-    conn: &mut AnyConnection,
-) -> Result<(i64, Vec<u8>), EscrowError> {
+pub(crate) async fn read_head(conn: &mut AnyConnection) -> Result<(i64, Vec<u8>), EscrowError> {
     let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_one(conn)
         .await?;
@@ -86,7 +84,7 @@ pub(crate) struct AuditCursor {
 impl AuditCursor {
     /// Read the head. The caller holds a write transaction (see `Db::begin_write`), so it cannot move.
     pub(crate) async fn read(conn: &mut AnyConnection) -> Result<Self, EscrowError> {
-        let (seq, hash) = read_audit_head(conn).await?;
+        let (seq, hash) = read_head(conn).await?;
         Ok(Self {
             seq,
             hash,
@@ -114,20 +112,20 @@ impl AuditCursor {
     }
 }
 
-/// Append one record to the chain (read head, insert, move head).
-pub(crate) async fn append_audit(
+/// Append one record to the chain (read head, insert, move head); returns its sequence number.
+pub(crate) async fn append(
     conn: &mut AnyConnection,
     a: NewAudit,
     now: OffsetDateTime,
 ) -> Result<i64, EscrowError> {
     let mut cursor = AuditCursor::read(conn).await?;
-    let seq = append_audit_at(conn, &mut cursor, a, now).await?;
+    let seq = append_at(conn, &mut cursor, a, now).await?;
     cursor.store(conn).await?;
     Ok(seq)
 }
 
 /// Insert one record after `cursor` and advance it (the head row is written by `AuditCursor::store`).
-pub(crate) async fn append_audit_at(
+pub(crate) async fn append_at(
     conn: &mut AnyConnection,
     cursor: &mut AuditCursor,
     a: NewAudit,
@@ -135,13 +133,13 @@ pub(crate) async fn append_audit_at(
 ) -> Result<i64, EscrowError> {
     let r = cursor.stage(a, now);
     let seq = r.seq;
-    insert_audit_rows(conn, std::slice::from_ref(&r)).await?;
+    insert_rows(conn, std::slice::from_ref(&r)).await?;
     Ok(seq)
 }
 
 impl AuditCursor {
     /// Build the next record of the chain in memory and advance the cursor; the caller inserts it with
-    /// [`insert_audit_rows`] in the same transaction (group commit inserts a whole batch at once).
+    /// [`insert_rows`] in the same transaction (group commit inserts a whole batch at once).
     pub(crate) fn stage(&mut self, a: NewAudit, now: OffsetDateTime) -> AuditRecord {
         let mut r = AuditRecord {
             seq: self.seq + 1,
@@ -173,7 +171,7 @@ const AUDIT_ROWS_PER_INSERT: usize = 64;
 
 /// Insert staged records, several per statement (one channel round trip to the database instead of one per
 /// record).
-pub(crate) async fn insert_audit_rows(
+pub(crate) async fn insert_rows(
     conn: &mut AnyConnection,
     rows: &[AuditRecord],
 ) -> Result<(), EscrowError> {
@@ -206,51 +204,11 @@ pub(crate) async fn insert_audit_rows(
     Ok(())
 }
 
-/// A multi-row VALUES list of `rows` rows of `cols` parameters: `(?, ?), (?, ?)` on SQLite,
-/// `($1, $2), ($3, $4)` on PostgreSQL. SQLite gets anonymous parameters because for named ones sqlx asks
-/// SQLite for each parameter's name, a linear scan of the statement's parameter list: binding a statement
-/// with hundreds of parameters then takes quadratic time.
-pub(crate) fn values_placeholders(backend: Backend, rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            s.push_str(&param(backend, r * cols + c + 1));
-        }
-        s.push(')');
-    }
-    s
-}
-
-/// The `n`-th (1-based) parameter of SQL text built at run time; on SQLite every parameter of such a
-/// statement must be written with this (anonymous `?` are numbered by position).
-pub(crate) fn param(backend: Backend, n: usize) -> String {
-    match backend {
-        Backend::Sqlite => "?".to_owned(),
-        Backend::Postgres => format!("${n}"),
-    }
-}
-
-/// The backend behind a connection.
-pub(crate) fn backend_of(conn: &AnyConnection) -> Backend {
-    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
-        Backend::Sqlite
-    } else {
-        Backend::Postgres
-    }
-}
-
-pub(crate) const AUDIT_COLUMNS: &str = "seq, at, actor_kind, actor_id, actor_name, action, device_id, device_name, \
+const AUDIT_COLUMNS: &str = "seq, at, actor_kind, actor_id, actor_name, action, device_id, device_name, \
      protector_id, reason, outcome, client_addr, detail, prev_hash, hash";
 
 /// Decode a row selected with [`AUDIT_COLUMNS`].
-pub(crate) fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, EscrowError> {
+fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, EscrowError> {
     let outcome: String = row.try_get(10)?;
     Ok(AuditRecord {
         seq: row.try_get(0)?,
@@ -269,4 +227,44 @@ pub(crate) fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, Esc
         prev_hash: row.try_get(13)?,
         hash: row.try_get(14)?,
     })
+}
+
+/// Records matching `filter`, in chain order, at most `limit`.
+pub(crate) async fn query(
+    conn: &mut AnyConnection,
+    filter: &AuditFilter,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, EscrowError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
+         AND ($3 IS NULL OR (actor_kind = 'operator' AND actor_name = $3)) \
+         AND ($4 IS NULL OR lower(device_name) = lower($4)) AND ($5 IS NULL OR action = $5) \
+         AND ($6 IS NULL OR outcome = $6) ORDER BY seq LIMIT $7"
+    ))
+    .bind(filter.from.map(to_micros))
+    .bind(filter.to.map(to_micros))
+    .bind(filter.operator.clone())
+    .bind(filter.device.clone())
+    .bind(filter.kind.clone())
+    .bind(filter.outcome.map(|o| o.as_str().to_owned()))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(audit_from_row).collect()
+}
+
+/// Up to `limit` records with `seq > after`, in chain order (verification walks the chain this way).
+pub(crate) async fn after(
+    conn: &mut AnyConnection,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, EscrowError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(audit_from_row).collect()
 }

@@ -1,4 +1,7 @@
-//! Domain types shared by the service layer and the HTTP layer (the contract in escrow-api-contract.md).
+//! Domain types shared by every layer: what the service takes and returns, what the store reads and
+//! writes, and what the API serialises.
+
+mod reports;
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +13,9 @@ use zeroize::Zeroizing;
 
 pub use crate::guid::ProtectorId;
 pub use crate::recovery_password::{PasswordError, RecoveryPassword, parse_recovery_password};
+pub use reports::{
+    DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice, VolumeWithoutKey,
+};
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
