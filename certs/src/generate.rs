@@ -99,8 +99,24 @@ pub fn generate_unlock_certificate(
     common_name: &str,
     validity_days: u32,
 ) -> Result<GeneratedUnlockCert, CertError> {
-    check_common_name(common_name)?;
     let (not_before, not_after) = validity(validity_days)?;
+    generate_unlock_certificate_valid(common_name, not_before, not_after)
+}
+
+/// Like [`generate_unlock_certificate`] with an explicit validity window, which may lie in the past
+/// or the future (tests of expired and not-yet-valid certificates use it).
+pub fn generate_unlock_certificate_valid(
+    common_name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<GeneratedUnlockCert, CertError> {
+    check_common_name(common_name)?;
+    if not_after <= not_before {
+        return Err(CertError::InvalidParameter {
+            what: "validity".into(),
+            reason: "notAfter must be later than notBefore".into(),
+        });
+    }
 
     let rsa = RsaKeyPair::generate(KeySize::Rsa2048)
         .map_err(|_| gen_err("RSA-2048 key generation failed"))?;

@@ -24,6 +24,7 @@ pub use files::{
 };
 pub use generate::{
     APPLICATION_POLICIES_OID, GeneratedUnlockCert, NETWORK_UNLOCK_EKU, generate_unlock_certificate,
+    generate_unlock_certificate_valid,
 };
 pub use gpo::gpo_instructions;
 pub use identity::{UnlockIdentity, load_unlock_identity};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use netunlock::{CertificatePolicy, KeyStore, UnlockKey};
+use netunlock::{CertificatePolicy, KeyStore, RejectionSecret, UnlockKey};
 
 use crate::config::{CertificateSettings, EscrowSettings, UnlockSettings};
 use crate::security::check_private_file;
@@ -53,7 +53,7 @@ pub(crate) fn certificate_settings(
 pub(crate) fn load(
     unlock: &UnlockSettings,
     state: &StateDir,
-    rejection_secret: [u8; 32],
+    rejection_secret: &RejectionSecret,
 ) -> Result<(KeyStore, Vec<LoadedCertificate>)> {
     let wds = match &unlock.subnet_policy {
         Some(path) => {

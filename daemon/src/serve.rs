@@ -190,7 +190,11 @@ fn reload(
         );
     }
     if let (Some(unlock), Some(rt)) = (&fresh.unlock, &reloaders.unlock) {
-        match keys::load(unlock, state, rt.rejection_secret) {
+        rt.trusted_relays
+            .store(Arc::new(netunlock::TrustedRelays::new(
+                unlock.trusted_relays.clone(),
+            )));
+        match keys::load(unlock, state, &rt.rejection_secret) {
             Ok((store, loaded)) => {
                 rt.metrics
                     .set_certificates(&store, time::OffsetDateTime::now_utc());

@@ -2,17 +2,21 @@
 //!
 //! Run: `cargo bench -p netunlock --bench nkpu`
 //! Measures in one run: raw aws-lc-rs RSA-2048 PKCS#1 v1.5 decryptions per second, and the full pure
-//! pipeline (parse request + KeyStore::decide + UnlockKey::answer + build reply) for v4 and v6, on one
-//! thread and on all cores. Overhead = 1 − pipeline rate / RSA rate (same thread count).
+//! pipeline (parse request on dhcproto + trust admission + KeyStore::decide + UnlockKey::answer + build
+//! reply on dhcproto) for v4 and v6, on one thread and on all cores. Overhead = 1 − pipeline rate / RSA
+//! rate (same thread count).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rsa::Pkcs1PrivateDecryptingKey;
-use netunlock::{CertificatePolicy, Decision, KeyStore, UnlockKey, v4, v6};
+use netunlock::trust::{Ports, TrustEnv, admit_v4, admit_v6};
+use netunlock::{
+    CertificatePolicy, Decision, HostAddrs, IfAddrs, KeyStore, RejectionSecret, TrustedRelays,
+    UnlockKey, v4, v6,
+};
 
 /// Each operation is measured in ROUNDS short slices, interleaved with the others, so that load from
 /// other processes on a shared machine hits all operations alike; the best slice of each is reported
@@ -83,7 +87,7 @@ fn main() {
     );
     let raw_key = Pkcs1PrivateDecryptingKey::new(identity.decrypting_key().clone()).unwrap();
     let store = KeyStore::new(vec![(
-        UnlockKey::new(identity, [7; 32]),
+        UnlockKey::new(identity, &RejectionSecret::from_bytes([7; 32])),
         CertificatePolicy {
             enabled: true,
             allowed_subnets: vec![
@@ -97,7 +101,28 @@ fn main() {
     let v6_request = hex_file("v6_request.hex");
     let kp = hex_file("kp.hex");
     let duid = v6::duid_llt(0, [2, 0, 0, 0, 0, 1]);
-    let client: IpAddr = "192.0.2.10".parse().unwrap();
+    // The appliance on 192.0.2.0/24 and fd00::/64 (interface 2), the client on the same link.
+    let host = HostAddrs::new(vec![IfAddrs {
+        index: 2,
+        v4: vec!["192.0.2.1/24".parse().unwrap()],
+        v6: vec!["fd00::1/64".parse().unwrap(), "fe80::1/64".parse().unwrap()],
+    }]);
+    let relays = TrustedRelays::default();
+    let env = TrustEnv {
+        host: &host,
+        relays: &relays,
+    };
+    let (ports4, ports6) = (
+        Ports {
+            client: 68,
+            relay: 67,
+        },
+        Ports {
+            client: 546,
+            relay: 547,
+        },
+    );
+    let v6_client: std::net::Ipv6Addr = "fe80::216:3eff:fe01:1122".parse().unwrap();
 
     let rsa = || {
         let mut out = [0u8; 256];
@@ -106,19 +131,20 @@ fn main() {
     };
     let pipeline_v4 = || {
         let req = v4::parse_request(black_box(&v4_request)).unwrap();
-        let Decision::Answer(key) = store.decide(&req.nkpu.thumbprint, IpAddr::V4(req.ciaddr))
-        else {
+        let admitted = admit_v4(&req, req.ciaddr, 2, ports4, env).unwrap();
+        let Decision::Answer(key) = store.decide(&req.nkpu.thumbprint, &admitted.policy) else {
             panic!("not answered");
         };
-        let reply = v4::build_reply(&req, &key.answer(&req.nkpu.key_protector));
+        let reply = v4::build_reply(&req, &key.answer(&req.nkpu.key_protector)).unwrap();
         black_box(reply);
     };
     let pipeline_v6 = || {
         let req = v6::parse_request(black_box(&v6_request)).unwrap();
-        let Decision::Answer(key) = store.decide(&req.nkpu.thumbprint, client) else {
+        let admitted = admit_v6(&req, v6_client, 2, ports6, env).unwrap();
+        let Decision::Answer(key) = store.decide(&req.nkpu.thumbprint, &admitted.policy) else {
             panic!("not answered");
         };
-        let reply = v6::build_reply(&req, &duid, &key.answer(&req.nkpu.key_protector));
+        let reply = v6::build_reply(&req, &duid, &key.answer(&req.nkpu.key_protector)).unwrap();
         black_box(reply);
     };
     // Everything but the RSA decryption: parse, decide, the two rejection HMACs UnlockKey::answer always
@@ -135,28 +161,36 @@ fn main() {
     };
     let protocol_only_v4 = || {
         let req = v4::parse_request(black_box(&v4_request)).unwrap();
-        let Decision::Answer(_) = store.decide(&req.nkpu.thumbprint, IpAddr::V4(req.ciaddr)) else {
+        let admitted = admit_v4(&req, req.ciaddr, 2, ports4, env).unwrap();
+        let Decision::Answer(_) = store.decide(&req.nkpu.thumbprint, &admitted.policy) else {
             panic!("not answered");
         };
         hmacs(&req.nkpu.key_protector[..]);
         let kpr = netunlock::seal_kpr(&[1; 32], &[2; 32]);
-        black_box(v4::build_reply(&req, &kpr));
+        black_box(v4::build_reply(&req, &kpr).unwrap());
     };
     let protocol_only_v6 = || {
         let req = v6::parse_request(black_box(&v6_request)).unwrap();
-        let Decision::Answer(_) = store.decide(&req.nkpu.thumbprint, client) else {
+        let admitted = admit_v6(&req, v6_client, 2, ports6, env).unwrap();
+        let Decision::Answer(_) = store.decide(&req.nkpu.thumbprint, &admitted.policy) else {
             panic!("not answered");
         };
         hmacs(&req.nkpu.key_protector[..]);
         let kpr = netunlock::seal_kpr(&[1; 32], &[2; 32]);
-        black_box(v6::build_reply(&req, &duid, &kpr));
+        black_box(v6::build_reply(&req, &duid, &kpr).unwrap());
     };
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ops: [(&str, &(dyn Fn() + Sync)); 5] = [
         ("raw RSA-2048 PKCS#1 v1.5 decrypt", &rsa),
-        ("v4 pipeline (parse+decide+answer+reply)", &pipeline_v4),
-        ("v6 pipeline (parse+decide+answer+reply)", &pipeline_v6),
+        (
+            "v4 pipeline (parse+trust+decide+answer+reply)",
+            &pipeline_v4,
+        ),
+        (
+            "v6 pipeline (parse+trust+decide+answer+reply)",
+            &pipeline_v6,
+        ),
         ("v4 protocol work without RSA", &protocol_only_v4),
         ("v6 protocol work without RSA", &protocol_only_v6),
     ];

@@ -9,11 +9,17 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::rsa::{Pkcs1PublicEncryptingKey, PublicEncryptingKey};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use dhcproto::v4::{
+    self as dhcp4, DhcpOption as Opt4, Flags, MessageType as MessageType4, OptionCode as Code4,
+};
+use dhcproto::v6::{DhcpOption as Opt6, ORO, OptionCode as Code6};
+use dhcproto::{Encodable, Encoder};
+
 use crate::error::{ClientError, ReplyError};
 use crate::nkpu::{ENTERPRISE_MICROSOFT, KP_LEN, KPR_LEN, Thumbprint, VENDOR_CLASS, open_kpr};
 use crate::v4_options::{
-    BOOTP_HEADER_LEN, MAGIC_COOKIE, OPT_END, OPT_MESSAGE_TYPE, OPT_VENDOR_CLASS, OPT_VENDOR_INFO,
-    OPT_VIVSO, OPTIONS_OFFSET, is_bitlocker_class, one_sub_option, parse_options,
+    BOOTP_HEADER_LEN, MAGIC_COOKIE, OPT_VIVSO, OPTIONS_OFFSET, is_bitlocker_class, one_sub_option,
+    parse_options,
 };
 use crate::v6::{self, RelayHop};
 
@@ -86,67 +92,73 @@ pub struct V4ClientParams {
     pub message_type: Option<u8>,
 }
 
-/// Builds the BOOTREQUEST a Windows client broadcasts (§1.2, §2.1): flags 0x8000, yiaddr = ciaddr, options
-/// in ascending code order, END. With the §5.4 inputs it is byte for byte the §5.4 request.
+/// Builds the BOOTREQUEST a Windows client broadcasts (§1.2, §2.1) with dhcproto: flags 0x8000,
+/// yiaddr = ciaddr, options in ascending code order (dhcproto's option map is ordered, as EDK2's
+/// `DhcpBuild` output is), END. With the §5.4 inputs it is byte for byte the §5.4 request.
 pub fn build_v4_request(
     params: &V4ClientParams,
     thumbprint: &Thumbprint,
     kp: &[u8; KP_LEN],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(600);
-    out.extend_from_slice(&[1, 1, 6, 0]);
-    out.extend_from_slice(&params.xid.to_be_bytes());
-    out.extend_from_slice(&[0, 0, 0x80, 0]); // secs 0, flags broadcast
-    out.extend_from_slice(&params.ciaddr.octets());
-    out.extend_from_slice(&params.ciaddr.octets()); // yiaddr, copied from the lease like Windows
-    out.extend_from_slice(&params.siaddr.octets());
-    out.extend_from_slice(&params.giaddr.octets());
-    out.extend_from_slice(&params.mac);
-    out.resize(BOOTP_HEADER_LEN, 0);
-    out.extend_from_slice(&MAGIC_COOKIE);
-
-    let mut options: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut msg = dhcp4::Message::new_with_id(
+        params.xid,
+        params.ciaddr,
+        params.ciaddr, // yiaddr, copied from the lease like Windows
+        params.siaddr,
+        params.giaddr,
+        &params.mac,
+    );
+    msg.set_flags(Flags::default().set_broadcast());
+    let opts = msg.opts_mut();
     let mut vendor_info = Vec::with_capacity(152);
     vendor_info.extend_from_slice(&[1, 20]);
     vendor_info.extend_from_slice(thumbprint);
     vendor_info.extend_from_slice(&[2, 128]);
     vendor_info.extend_from_slice(&kp[..128]);
-    options.push((OPT_VENDOR_INFO, vendor_info));
-    options.push((OPT_VENDOR_CLASS, VENDOR_CLASS.to_vec()));
+    opts.insert(Opt4::VendorExtensions(vendor_info));
+    opts.insert(Opt4::ClassIdentifier(VENDOR_CLASS.to_vec()));
     let mut vivso = Vec::with_capacity(135);
     vivso.extend_from_slice(&ENTERPRISE_MICROSOFT.to_be_bytes());
     vivso.extend_from_slice(&[130, 1, 128]);
     vivso.extend_from_slice(&kp[128..]);
-    options.push((OPT_VIVSO, vivso));
+    opts.insert(Opt4::Unknown(dhcp4::UnknownOption::new(
+        Code4::from(OPT_VIVSO),
+        vivso,
+    )));
     if let Some(t) = params.message_type {
-        options.push((OPT_MESSAGE_TYPE, vec![t]));
+        opts.insert(Opt4::MessageType(MessageType4::from(t)));
     }
     if params.lease_options {
-        options.extend(lease_options(params));
+        for o in lease_options(params) {
+            opts.insert(o);
+        }
     }
-    options.sort_by_key(|(code, _)| *code);
-    for (code, value) in options {
-        out.push(code);
-        out.push(value.len() as u8);
-        out.extend_from_slice(&value);
+    encode(&msg)
+}
+
+/// Encodes a message into a fresh buffer. dhcproto's encoder only fails on a `usize` overflow of
+/// its offset, which a buffer of a few hundred bytes cannot reach.
+fn encode(msg: &impl Encodable) -> Vec<u8> {
+    let mut out = Vec::with_capacity(600);
+    match msg.encode(&mut Encoder::new(&mut out)) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
     }
-    out.push(OPT_END);
-    out
 }
 
 /// Plausible values for the lease options the firmware copies from the DHCPACK.
-fn lease_options(p: &V4ClientParams) -> Vec<(u8, Vec<u8>)> {
+fn lease_options(p: &V4ClientParams) -> Vec<Opt4> {
     let [a, b, c, _] = p.ciaddr.octets();
     vec![
-        (1, vec![255, 255, 255, 0]),
-        (3, vec![a, b, c, 1]),
-        (6, vec![a, b, c, 1]),
-        (15, b"example.test".to_vec()),
-        (28, vec![a, b, c, 255]),
-        (51, 86_400u32.to_be_bytes().to_vec()),
-        (54, p.siaddr.octets().to_vec()),
-        (58, 43_200u32.to_be_bytes().to_vec()),
-        (59, 75_600u32.to_be_bytes().to_vec()),
+        Opt4::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)),
+        Opt4::Router(vec![Ipv4Addr::new(a, b, c, 1)]),
+        Opt4::DomainNameServer(vec![Ipv4Addr::new(a, b, c, 1)]),
+        Opt4::DomainName("example.test".into()),
+        Opt4::BroadcastAddr(Ipv4Addr::new(a, b, c, 255)),
+        Opt4::AddressLeaseTime(86_400),
+        Opt4::ServerIdentifier(p.siaddr),
+        Opt4::Renewal(43_200),
+        Opt4::Rebinding(75_600),
     ]
 }
 
@@ -215,25 +227,34 @@ pub fn build_v6_request(
     kp: &[u8; KP_LEN],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(351 + params.client_duid.len());
-    out.push(v6::MSG_INFORMATION_REQUEST);
-    out.extend_from_slice(&params.xid);
-    v6::put_option(&mut out, v6::OPT_CLIENTID, &params.client_duid);
-    v6::put_option(&mut out, v6::OPT_ELAPSED_TIME, &[0, 0]);
-    v6::put_option(&mut out, v6::OPT_ORO, &[0, 16, 0, 17]);
-    v6::put_option(&mut out, v6::OPT_VENDOR_CLASS, &v6::vendor_class_value());
-    let mut vendor = Vec::with_capacity(288);
-    vendor.extend_from_slice(&ENTERPRISE_MICROSOFT.to_be_bytes());
-    vendor.extend_from_slice(&[0, 1, 0, 20]);
-    vendor.extend_from_slice(thumbprint);
-    vendor.extend_from_slice(&[0, 2, 1, 0]);
-    vendor.extend_from_slice(kp);
-    v6::put_option(&mut out, v6::OPT_VENDOR_OPTS, &vendor);
+    let mut e = Encoder::new(&mut out);
+    let written = (|| -> Result<(), crate::v4::BuildError> {
+        e.write_u8(v6::MSG_INFORMATION_REQUEST)?;
+        e.write_slice(&params.xid)?;
+        Opt6::ClientId(params.client_duid.clone()).encode(&mut e)?;
+        Opt6::ElapsedTime(0).encode(&mut e)?;
+        Opt6::ORO(ORO {
+            opts: vec![
+                Code6::from(v6::OPT_VENDOR_CLASS),
+                Code6::from(v6::OPT_VENDOR_OPTS),
+            ],
+        })
+        .encode(&mut e)?;
+        v6::encode_vendor_class(&mut e)?;
+        v6::vendor_opts(&[(1, &thumbprint[..]), (2, &kp[..])]).encode(&mut e)?;
+        Ok(())
+    })();
+    // Encoding into a Vec fails only on a usize overflow of dhcproto's offset.
+    if written.is_err() {
+        return Vec::new();
+    }
     out
 }
 
 /// For tests of relays: wraps a client (or relay) message in a Relay-Forward for `hop`.
 pub fn wrap_relay_forward(inner: &[u8], hop: &RelayHop) -> Vec<u8> {
-    v6::wrap_relay(v6::MSG_RELAY_FORW, hop, inner)
+    // As above: the only encoding failure is an offset overflow.
+    v6::wrap_relay(v6::MSG_RELAY_FORW, hop, inner).unwrap_or_default()
 }
 
 /// Splits a Relay-Reply into the hop it echoes and the message it carries.

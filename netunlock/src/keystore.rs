@@ -1,11 +1,9 @@
 //! The set of loaded Network Unlock keys with their policies, and the answer/refuse decision.
 
-use std::net::IpAddr;
-
 use crate::crypto::UnlockKey;
 use crate::error::KeyStoreError;
 use crate::nkpu::Thumbprint;
-use crate::policy::CertificatePolicy;
+use crate::policy::{CertificatePolicy, PolicyAddrs};
 
 /// Outcome of looking a request up; everything but `Answer` means silence.
 #[derive(Debug, Clone, Copy)]
@@ -64,19 +62,28 @@ impl KeyStore {
         self.entries.iter().map(|(k, p)| (k, p))
     }
 
-    /// `client_addr`: v4 = ciaddr (or the IP source if ciaddr is 0); v6 = the client's address (link-local
-    /// always allowed). The thumbprint is public (it travels in clear), so a plain comparison is fine.
-    pub fn decide(&self, thumbprint: &Thumbprint, client_addr: IpAddr) -> Decision<'_> {
-        let Some((key, policy)) = self
+    /// The key for a thumbprint, whatever its policy (workers use the snapshot the decision was
+    /// made with).
+    pub fn key(&self, thumbprint: &Thumbprint) -> Option<&UnlockKey> {
+        self.entries
+            .iter()
+            .map(|(k, _)| k)
+            .find(|k| &k.thumbprint() == thumbprint)
+    }
+
+    /// `policy`: the addresses the subnet policy reads, from `trust::admit_v4`/`admit_v6`. The
+    /// thumbprint is public (it travels in clear), so a plain comparison is fine.
+    pub fn decide(&self, thumbprint: &Thumbprint, policy: &PolicyAddrs) -> Decision<'_> {
+        let Some((key, entry_policy)) = self
             .entries
             .iter()
             .find(|(k, _)| &k.thumbprint() == thumbprint)
         else {
             return Decision::UnknownCertificate;
         };
-        if !policy.enabled {
+        if !entry_policy.enabled {
             Decision::Disabled
-        } else if !policy.allows_address(client_addr) {
+        } else if !entry_policy.allows(policy) {
             Decision::SubnetRefused
         } else {
             Decision::Answer(key)

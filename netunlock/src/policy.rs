@@ -27,21 +27,27 @@ impl CertificatePolicy {
         }
     }
 
-    /// Whether `addr` passes the subnet list. IPv6 link-local clients always pass (Windows servers do the
-    /// same, [MS-NKPU] Appendix <3>); IPv4-mapped IPv6 addresses are compared as IPv4.
+    /// Whether `addr` is in the subnet list (empty = every address). IPv4-mapped IPv6 addresses are
+    /// compared as IPv4. No exemption here: see [`Self::allows`].
     pub fn allows_address(&self, addr: IpAddr) -> bool {
         if self.allowed_subnets.is_empty() {
             return true;
         }
         let addr = match addr {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None if is_link_local_v6(&v6) => return true,
-                None => addr,
-            },
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             IpAddr::V4(_) => addr,
         };
         self.allowed_subnets.iter().any(|net| net.contains(&addr))
+    }
+
+    /// Whether a request whose policy addresses are `addrs` may be answered: every address must be in
+    /// the list. A direct IPv6 link-local client always passes (Windows servers do the same, [MS-NKPU]
+    /// Appendix <3>); a request with no address to check passes only an unrestricted certificate.
+    pub fn allows(&self, addrs: &PolicyAddrs) -> bool {
+        if self.allowed_subnets.is_empty() || addrs.link_local_exempt {
+            return true;
+        }
+        !addrs.addrs.is_empty() && addrs.addrs.iter().all(|a| self.allows_address(*a))
     }
 
     /// The policy that results from the daemon configuration further restricted by a WDS
@@ -91,8 +97,36 @@ impl CertificatePolicy {
     }
 }
 
-fn is_link_local_v6(addr: &std::net::Ipv6Addr) -> bool {
-    addr.segments()[0] & 0xffc0 == 0xfe80
+/// The addresses the subnet policy reads for one request, decided by `trust` from what the kernel
+/// says about the datagram (see docs/configuration.md for which address each rule reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyAddrs {
+    /// All must be allowed.
+    pub addrs: Vec<IpAddr>,
+    /// A direct DHCPv6 request from a link-local address on a served interface.
+    pub link_local_exempt: bool,
+}
+
+impl PolicyAddrs {
+    /// A direct request: the client's own (verified) address.
+    pub fn direct(addr: IpAddr) -> Self {
+        let link_local_exempt = match addr {
+            IpAddr::V6(v6) => crate::trust::is_link_local_v6(&v6),
+            IpAddr::V4(_) => false,
+        };
+        Self {
+            addrs: vec![addr],
+            link_local_exempt,
+        }
+    }
+
+    /// A relayed request: the client's link as the relay states it (and ciaddr for DHCPv4).
+    pub fn relayed(addrs: Vec<IpAddr>) -> Self {
+        Self {
+            addrs,
+            link_local_exempt: false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -118,14 +152,25 @@ mod tests {
         assert!(p.allows_address("2001:db8::1".parse().unwrap()));
         assert!(!p.allows_address("2001:db8:1::1".parse().unwrap()));
         assert!(
-            p.allows_address("fe80::1".parse().unwrap()),
-            "link-local bypass"
+            !p.allows_address("fe80::1".parse().unwrap()),
+            "no bypass here"
         );
+        let direct = |a: &str| PolicyAddrs::direct(a.parse().unwrap());
+        assert!(p.allows(&direct("fe80::1")), "direct link-local bypass");
+        assert!(p.allows(&direct("febf::1")), "fe80::/10 upper end");
+        assert!(!p.allows(&direct("fec0::1")));
         assert!(
-            p.allows_address("febf::1".parse().unwrap()),
-            "fe80::/10 upper end"
+            !p.allows(&PolicyAddrs::relayed(vec!["fe80::1".parse().unwrap()])),
+            "no bypass for a relayed request"
         );
-        assert!(!p.allows_address("fec0::1".parse().unwrap()));
+        let v4 = |a: &str| -> IpAddr { a.parse().unwrap() };
+        assert!(p.allows(&PolicyAddrs::relayed(vec![v4("10.0.0.1"), v4("10.0.0.7")])));
+        assert!(
+            !p.allows(&PolicyAddrs::relayed(vec![v4("10.0.1.1"), v4("10.0.0.7")])),
+            "giaddr outside"
+        );
+        assert!(!p.allows(&PolicyAddrs::relayed(vec![])), "nothing to check");
+        assert!(policy(true, &[]).allows(&PolicyAddrs::relayed(vec![])));
         assert!(
             p.allows_address("::ffff:10.0.0.9".parse().unwrap()),
             "v4-mapped"

@@ -13,10 +13,11 @@ use crate::client::{
     new_key_protector, verify_v4_reply, verify_v6_reply,
 };
 use crate::error::{ClientError, ReplyError};
-use crate::responder::interfaces::{InterfaceInfo, find_interface};
-use crate::responder::{ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ResponderError};
+use crate::netif::{InterfaceError, InterfaceInfo, find_interface};
+use crate::trust::is_link_local_v6;
+use crate::v6::ALL_DHCP_RELAY_AGENTS_AND_SERVERS;
 
-pub use crate::responder::Family;
+pub use crate::family::Family;
 
 /// The firmware's retransmission delay (ms-nkpu.md §1.4: RDT = 2 s, one retransmission).
 pub const RETRANSMIT_AFTER: Duration = Duration::from_secs(2);
@@ -35,7 +36,8 @@ pub struct ProbeOptions {
     pub server_port: Option<u16>,
     /// Overall time to wait for a good reply.
     pub timeout: Duration,
-    /// v4 only: ciaddr to claim (default: the interface's first IPv4 address).
+    /// v4 only: the client address to send from and claim as ciaddr (default: the interface's first
+    /// IPv4 address; another address must be configured on the interface).
     pub ciaddr: Option<Ipv4Addr>,
 }
 
@@ -55,7 +57,7 @@ pub struct ProbeResult {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(transparent)]
-    Interface(#[from] ResponderError),
+    Interface(#[from] InterfaceError),
 
     #[error(
         "interface `{0}` has no IPv4 address; give one with --ciaddr or configure the interface (the Windows \
@@ -262,7 +264,7 @@ async fn probe_v4(
     secrets: &ClientSecrets,
     kp: &[u8; crate::KP_LEN],
 ) -> Result<ProbeResult, ProbeError> {
-    let Some(ciaddr) = opts.ciaddr.or_else(|| iface.ipv4.first().copied()) else {
+    let Some(ciaddr) = opts.ciaddr.or_else(|| iface.first_ipv4()) else {
         return Err(ProbeError::NoIpv4(iface.name.clone()));
     };
     let mac = iface
@@ -290,8 +292,10 @@ async fn probe_v4(
         message_type: None,
     };
     let request = build_v4_request(&params, thumbprint, kp);
+    // Like the firmware: send from ciaddr:68 (the responder answers only a request whose IP source is
+    // its ciaddr), and receive the unicast reply there.
     let sock = client_socket(
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)),
+        SocketAddr::V4(SocketAddrV4::new(ciaddr, 68)),
         &iface.name,
         true,
     )?;
@@ -309,7 +313,6 @@ async fn probe_v6(
     kp: &[u8; crate::KP_LEN],
 ) -> Result<ProbeResult, ProbeError> {
     let port = opts.server_port.unwrap_or(547);
-    let link_local = |a: &Ipv6Addr| (a.segments()[0] & 0xffc0) == 0xfe80;
     let server = match opts.server {
         None => ALL_DHCP_RELAY_AGENTS_AND_SERVERS,
         Some(IpAddr::V6(a)) => a,
@@ -320,7 +323,7 @@ async fn probe_v6(
             });
         }
     };
-    let scoped = server.is_multicast() || link_local(&server);
+    let scoped = server.is_multicast() || is_link_local_v6(&server);
     let to = SocketAddr::V6(SocketAddrV6::new(
         server,
         port,

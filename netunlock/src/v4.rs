@@ -1,14 +1,23 @@
 //! DHCPv4 side of MS-NKPU: request parsing (ms-nkpu.md §3.2) and the BOOTREPLY (§2.2).
+//!
+//! The BOOTP header is read and written by `dhcproto` (zero-copy `borrowed::Message` in, `Message`
+//! out); options go through [`crate::v4_options`]. Ours are the MS-NKPU parts: option 43 and 125
+//! sub-options, and the order of the reply's options (60 before 43, as the known-working JNKPU reply
+//! and the §5.4 vector have it; dhcproto's option map would sort 43 first).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::borrowed::Message as Borrowed;
+use dhcproto::v4::{DhcpOption, Flags, HType, Message, Opcode};
+use dhcproto::{Encodable, Encoder};
 
 use crate::error::NotNkpu;
 use crate::nkpu::{
     ENTERPRISE_MICROSOFT, KP_LEN, KPR_LEN, NkpuRequest, THUMBPRINT_LEN, Thumbprint, VENDOR_CLASS,
 };
 use crate::v4_options::{
-    BOOTP_HEADER_LEN, MAGIC_COOKIE, OPT_END, OPT_VENDOR_CLASS, OPT_VENDOR_INFO, OPTIONS_OFFSET,
-    is_bitlocker_class, one_sub_option, parse_options, two_sub_options, vivso_block,
+    BOOTP_HEADER_LEN, MAGIC_COOKIE, OPTIONS_OFFSET, is_bitlocker_class, one_sub_option,
+    parse_options, two_sub_options, vivso_block,
 };
 
 /// Largest datagram considered. A Windows request is about 600 bytes with its copied lease options; 4096
@@ -28,34 +37,42 @@ pub struct V4Request {
     pub flags: u16,
     pub ciaddr: Ipv4Addr,
     pub giaddr: Ipv4Addr,
+    /// The first `hlen` bytes of chaddr; the rest is zero.
     pub chaddr: [u8; 16],
     pub nkpu: NkpuRequest,
 }
 
 impl V4Request {
-    /// The client hardware address, e.g. "02:00:00:00:ab:cd" (first `hlen` bytes of chaddr).
+    /// The client hardware address (first `hlen` bytes of chaddr).
+    pub fn hardware_address(&self) -> &[u8] {
+        &self.chaddr[..usize::from(self.hlen).min(self.chaddr.len())]
+    }
+
+    /// The client hardware address, e.g. "02:00:00:00:ab:cd".
     pub fn mac(&self) -> String {
-        let n = usize::from(self.hlen).min(self.chaddr.len());
-        self.chaddr[..n]
+        self.hardware_address()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(":")
     }
+
+    /// Whether a relay agent forwarded the request (RFC 2131: giaddr ≠ 0).
+    pub fn is_relayed(&self) -> bool {
+        !self.giaddr.is_unspecified()
+    }
 }
 
 /// Decodes an NKPU request, or says why the datagram is not one.
 pub fn parse_request(datagram: &[u8]) -> Result<V4Request, NotNkpu> {
-    if datagram.len() < OPTIONS_OFFSET {
-        return Err(NotNkpu::TooShort);
-    }
     if datagram.len() > MAX_V4_DATAGRAM {
         return Err(NotNkpu::TooLong);
     }
-    if datagram[0] != 1 {
+    let msg = Borrowed::new(datagram).map_err(|_| NotNkpu::TooShort)?;
+    if msg.opcode() != Opcode::BootRequest {
         return Err(NotNkpu::NotBootRequest);
     }
-    if datagram[2] > 16 {
+    if msg.hlen() > 16 {
         return Err(NotNkpu::BadHardwareLength);
     }
     if datagram[BOOTP_HEADER_LEN..OPTIONS_OFFSET] != MAGIC_COOKIE {
@@ -102,14 +119,15 @@ pub fn parse_request(datagram: &[u8]) -> Result<V4Request, NotNkpu> {
     key_protector[HALF_KP..].copy_from_slice(second_half);
 
     let mut chaddr = [0u8; 16];
-    chaddr.copy_from_slice(&datagram[28..44]);
+    let hardware = msg.chaddr();
+    chaddr[..hardware.len()].copy_from_slice(hardware);
     Ok(V4Request {
-        xid: u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]),
-        htype: datagram[1],
-        hlen: datagram[2],
-        flags: u16::from_be_bytes([datagram[10], datagram[11]]),
-        ciaddr: ipv4_at(datagram, 12),
-        giaddr: ipv4_at(datagram, 24),
+        xid: msg.xid(),
+        htype: u8::from(msg.htype()),
+        hlen: msg.hlen(),
+        flags: u16::from(msg.flags()),
+        ciaddr: msg.ciaddr(),
+        giaddr: msg.giaddr(),
         chaddr,
         nkpu: NkpuRequest {
             thumbprint,
@@ -118,12 +136,14 @@ pub fn parse_request(datagram: &[u8]) -> Result<V4Request, NotNkpu> {
     })
 }
 
-fn ipv4_at(d: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(d[at], d[at + 1], d[at + 2], d[at + 3])
-}
-
 /// Length of the reply: 236 header + 4 cookie + 11 (option 60) + 64 (option 43) + 1 (END).
 pub const V4_REPLY_LEN: usize = 316;
+
+/// Encoding a reply failed (dhcproto's encoder refused a value; cannot happen for the fixed-size
+/// values a reply carries, but it is reported rather than assumed).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode the DHCP reply: {0}")]
+pub struct BuildError(#[from] pub dhcproto::error::EncodeError);
 
 /// Builds the BOOTREPLY: op 2, the request's htype/hlen/xid/flags/chaddr, options 60 "BITLOCKER", 43
 /// (sub-option 2 = KPR) and END; no option 53 and no 125 (ms-nkpu.md §2.2 errata).
@@ -131,56 +151,32 @@ pub const V4_REPLY_LEN: usize = 316;
 /// Relayed requests (giaddr ≠ 0) get giaddr echoed, which RFC 1542 relays require to pick the client's
 /// interface, and yiaddr = ciaddr so a relay honouring a clear broadcast flag can unicast to the client.
 /// A direct request has giaddr = 0, so the reply is byte for byte the §5.4 one.
-pub fn build_reply(req: &V4Request, kpr: &[u8; KPR_LEN]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(V4_REPLY_LEN);
-    out.extend_from_slice(&[2, req.htype, req.hlen, 0]);
-    out.extend_from_slice(&req.xid.to_be_bytes());
-    out.extend_from_slice(&[0, 0]); // secs
-    out.extend_from_slice(&req.flags.to_be_bytes());
-    let relayed = !req.giaddr.is_unspecified();
-    let yiaddr = if relayed {
-        req.ciaddr
-    } else {
-        Ipv4Addr::UNSPECIFIED
-    };
-    out.extend_from_slice(&[0; 4]); // ciaddr
-    out.extend_from_slice(&yiaddr.octets());
-    out.extend_from_slice(&[0; 4]); // siaddr
-    out.extend_from_slice(&req.giaddr.octets());
-    out.extend_from_slice(&req.chaddr);
-    out.resize(BOOTP_HEADER_LEN, 0); // sname, file
-    out.extend_from_slice(&MAGIC_COOKIE);
-    out.push(OPT_VENDOR_CLASS);
-    out.push(VENDOR_CLASS.len() as u8);
-    out.extend_from_slice(VENDOR_CLASS);
-    out.push(OPT_VENDOR_INFO);
-    out.push((2 + KPR_LEN) as u8);
-    out.push(2);
-    out.push(KPR_LEN as u8);
-    out.extend_from_slice(kpr);
-    out.push(OPT_END);
-    out
-}
-
-/// Where a reply goes (RFC 2131 §4.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyTarget {
-    /// giaddr:67 — the relay agent delivers it.
-    Relay(SocketAddrV4),
-    /// ciaddr:68 — the Windows client holds a lease and listens there.
-    Client(SocketAddrV4),
-}
-
-/// `None` when both giaddr and ciaddr are 0: a client without an address cannot be a real NKPU client
-/// (EDK2 refuses to send then), so the responder stays silent rather than broadcasting key material.
-pub fn reply_target(req: &V4Request) -> Option<ReplyTarget> {
-    if !req.giaddr.is_unspecified() {
-        Some(ReplyTarget::Relay(SocketAddrV4::new(req.giaddr, 67)))
-    } else if !req.ciaddr.is_unspecified() {
-        Some(ReplyTarget::Client(SocketAddrV4::new(req.ciaddr, 68)))
-    } else {
-        None
+pub fn build_reply(req: &V4Request, kpr: &[u8; KPR_LEN]) -> Result<Vec<u8>, BuildError> {
+    let mut header = Message::default();
+    header
+        .set_opcode(Opcode::BootReply)
+        .set_htype(HType::from(req.htype))
+        .set_xid(req.xid)
+        .set_secs(0)
+        .set_flags(Flags::new(req.flags))
+        .set_chaddr(req.hardware_address())
+        .set_giaddr(req.giaddr);
+    if req.is_relayed() {
+        header.set_yiaddr(req.ciaddr);
     }
+    let mut vendor = Vec::with_capacity(2 + KPR_LEN);
+    vendor.push(2);
+    vendor.push(KPR_LEN as u8);
+    vendor.extend_from_slice(kpr);
+
+    let mut out = Vec::with_capacity(V4_REPLY_LEN);
+    let mut e = Encoder::new(&mut out);
+    // With no options in its map, dhcproto writes the header and the magic cookie only.
+    header.encode(&mut e)?;
+    DhcpOption::ClassIdentifier(VENDOR_CLASS.to_vec()).encode(&mut e)?;
+    DhcpOption::VendorExtensions(vendor).encode(&mut e)?;
+    DhcpOption::End.encode(&mut e)?;
+    Ok(out)
 }
 
 // Keep the thumbprint length and the sub-option layout in one place for readers of this file.

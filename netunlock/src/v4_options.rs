@@ -1,14 +1,20 @@
-//! Bounds-checked DHCPv4 option walking, shared by the request parser and the client's reply check.
+//! DHCPv4 options of a whole datagram: `dhcproto` walks them; this file adds what it cannot express.
 //!
-//! Handles PAD/END, RFC 3396 concatenation of repeated codes, and RFC 2131 option 52 (overload of the
-//! `file` and `sname` fields). Only the codes NKPU cares about are kept; the rest (lease options copied
-//! by the Windows firmware, relay option 82, …) is skipped.
+//! `dhcproto::v4::borrowed::DhcpOptionIterator` yields each option (concatenating *adjacent* repeats)
+//! without copying, but it stops silently at a malformed option, does not say whether END was seen,
+//! concatenates only adjacent repeats and knows nothing of option 52 (overload). MS-NKPU needs a
+//! malformed request to be discarded, EDK2 needs END in replies, and RFC 3396/2131 allow a long
+//! option 43/125 to be split anywhere in the options, `file` and `sname` fields. So a strict framing
+//! pass runs first (ours: every length in bounds, option 52 well-formed), then the iterator collects
+//! the values, and repeats are concatenated in RFC 3396 order: options field, then `file`, then `sname`.
+
+use dhcproto::v4::borrowed::DhcpOptionIterator;
 
 use crate::error::NotNkpu;
 
 pub(crate) const BOOTP_HEADER_LEN: usize = 236;
 pub(crate) const OPTIONS_OFFSET: usize = 240;
-pub(crate) const MAGIC_COOKIE: [u8; 4] = [0x63, 0x82, 0x53, 0x63];
+pub(crate) const MAGIC_COOKIE: [u8; 4] = dhcproto::v4::MAGIC;
 const SNAME: std::ops::Range<usize> = 44..108;
 const FILE: std::ops::Range<usize> = 108..236;
 
@@ -41,64 +47,85 @@ impl V4Options {
             _ => None,
         }
     }
+
+    /// Appends every option of a (framing-checked) field, through dhcproto's iterator.
+    fn collect(&mut self, field: &[u8]) {
+        for option in DhcpOptionIterator::new(field) {
+            if let Some(slot) = self.slot(u8::from(option.code())) {
+                slot.get_or_insert_with(Vec::new)
+                    .extend_from_slice(option.data());
+            }
+        }
+    }
 }
 
-/// Walks the options of a whole datagram (which must be at least 240 bytes with the cookie checked).
+/// The result of the framing pass over one option field.
+struct Framing {
+    /// Length of the part before END (the whole field if there is no END).
+    end: usize,
+    saw_end: bool,
+    /// The value of option 52, if the main options field carries one.
+    overload: Option<u8>,
+}
+
+/// Checks that every option of `field` lies within it (PAD and END have no length byte), and in the
+/// main field that option 52 appears at most once with a value 1–3.
+fn check_framing(field: &[u8], main: bool) -> Result<Framing, NotNkpu> {
+    let mut overload = None;
+    let mut i = 0;
+    while i < field.len() {
+        match field[i] {
+            OPT_PAD => i += 1,
+            OPT_END => {
+                return Ok(Framing {
+                    end: i,
+                    saw_end: true,
+                    overload,
+                });
+            }
+            code => {
+                let len = usize::from(*field.get(i + 1).ok_or(NotNkpu::Truncated)?);
+                let data = field.get(i + 2..i + 2 + len).ok_or(NotNkpu::Truncated)?;
+                if main && code == OPT_OVERLOAD {
+                    if overload.is_some() || data.len() != 1 || !(1..=3).contains(&data[0]) {
+                        return Err(NotNkpu::BadOverload);
+                    }
+                    overload = Some(data[0]);
+                }
+                i += 2 + len;
+            }
+        }
+    }
+    Ok(Framing {
+        end: field.len(),
+        saw_end: false,
+        overload,
+    })
+}
+
+/// Walks the options of a whole datagram (at least 240 bytes, magic cookie already checked).
 pub(crate) fn parse_options(datagram: &[u8]) -> Result<V4Options, NotNkpu> {
     let mut opts = V4Options::default();
     let area = datagram.get(OPTIONS_OFFSET..).ok_or(NotNkpu::TooShort)?;
-    let (saw_end, overload) = walk(area, &mut opts, true)?;
-    opts.saw_end = saw_end;
-    // RFC 3396 §5: concatenation order is options field, then file, then sname.
-    if let Some(ov) = overload {
-        if ov & 1 != 0 {
-            walk(
-                datagram.get(FILE).ok_or(NotNkpu::TooShort)?,
-                &mut opts,
-                false,
-            )?;
-        }
-        if ov & 2 != 0 {
-            walk(
-                datagram.get(SNAME).ok_or(NotNkpu::TooShort)?,
-                &mut opts,
-                false,
-            )?;
+    let main = check_framing(area, true)?;
+    opts.collect(&area[..main.end]);
+    opts.saw_end = main.saw_end;
+    if let Some(overload) = main.overload {
+        // RFC 3396 §5: the options field, then `file`, then `sname`.
+        let fields = [(1, FILE), (2, SNAME)];
+        for (bit, range) in fields {
+            if overload & bit != 0 {
+                let field = datagram.get(range).ok_or(NotNkpu::TooShort)?;
+                let framing = check_framing(field, false)?;
+                opts.collect(&field[..framing.end]);
+            }
         }
     }
     Ok(opts)
 }
 
-/// Walks one option field; returns (END seen, overload value if option 52 was in the main field).
-fn walk(field: &[u8], opts: &mut V4Options, main: bool) -> Result<(bool, Option<u8>), NotNkpu> {
-    let mut overload: Option<u8> = None;
-    let mut i = 0;
-    while i < field.len() {
-        let code = field[i];
-        if code == OPT_PAD {
-            i += 1;
-            continue;
-        }
-        if code == OPT_END {
-            return Ok((true, overload));
-        }
-        let len = usize::from(*field.get(i + 1).ok_or(NotNkpu::Truncated)?);
-        let data = field.get(i + 2..i + 2 + len).ok_or(NotNkpu::Truncated)?;
-        if code == OPT_OVERLOAD && main {
-            if overload.is_some() || data.len() != 1 || !(1..=3).contains(&data[0]) {
-                return Err(NotNkpu::BadOverload);
-            }
-            overload = Some(data[0]);
-        } else if let Some(slot) = opts.slot(code) {
-            slot.get_or_insert_with(Vec::new).extend_from_slice(data);
-        }
-        i += 2 + len;
-    }
-    Ok((false, overload))
-}
-
 /// Iterates over 1-byte-code / 1-byte-length sub-options (option 43 and option 125 vendor data), with PAD
-/// and END honoured as RFC 2132 recommends for encapsulated options.
+/// and END honoured as RFC 2132 recommends for encapsulated options. MS-NKPU's own encoding: ours.
 pub(crate) fn sub_options(data: &[u8]) -> SubOptions<'_> {
     SubOptions { data, pos: 0 }
 }
@@ -199,4 +226,35 @@ pub(crate) fn is_bitlocker_class(value: &[u8]) -> bool {
         end -= 1;
     }
     &value[..end] == crate::nkpu::VENDOR_CLASS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Why the framing pass exists: dhcproto's iterator stops silently at a truncated option, so the
+    /// options before it look like a complete (if short) message.
+    #[test]
+    fn dhcproto_iterator_hides_truncation_the_framing_pass_reports_it() {
+        let field = [
+            60, 9, b'B', b'I', b'T', b'L', b'O', b'C', b'K', b'E', b'R', 43, 200, 1,
+        ];
+        assert_eq!(DhcpOptionIterator::new(&field).count(), 1);
+        assert!(matches!(
+            check_framing(&field, true),
+            Err(NotNkpu::Truncated)
+        ));
+    }
+
+    /// dhcproto concatenates only adjacent repeats; RFC 3396 concatenates all of them.
+    #[test]
+    fn non_adjacent_repeats_are_concatenated() {
+        let mut d = vec![0u8; OPTIONS_OFFSET];
+        d[BOOTP_HEADER_LEN..OPTIONS_OFFSET].copy_from_slice(&MAGIC_COOKIE);
+        d.extend_from_slice(&[43, 2, 1, 2, 60, 1, b'X', 43, 1, 3, 255]);
+        assert_eq!(DhcpOptionIterator::new(&d[OPTIONS_OFFSET..]).count(), 3);
+        let opts = parse_options(&d).unwrap();
+        assert_eq!(opts.vendor_info.as_deref(), Some(&[1, 2, 3][..]));
+        assert!(opts.saw_end);
+    }
 }

@@ -7,10 +7,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use common::*;
-use netunlock::{CertificatePolicy, Decision, KeyStore, KeyStoreError, UnlockKey};
+use netunlock::{
+    CertificatePolicy, Decision, KeyStore, KeyStoreError, PolicyAddrs, RejectionSecret, UnlockKey,
+};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+/// The policy addresses of a direct request from `s`.
+fn direct(s: &str) -> PolicyAddrs {
+    PolicyAddrs::direct(ip(s))
 }
 
 fn second_key() -> UnlockKey {
@@ -19,7 +26,7 @@ fn second_key() -> UnlockKey {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = base64_decode(&b64);
     let identity = certs::UnlockIdentity::from_der_parts(g.cert_der.clone(), &der).unwrap();
-    UnlockKey::new(Arc::new(identity), [9; 32])
+    UnlockKey::new(Arc::new(identity), &RejectionSecret::from_bytes([9; 32]))
 }
 
 /// Small base64 decoder so the tests need no extra dependency.
@@ -75,48 +82,75 @@ fn decide_covers_every_outcome() {
 
     let first: [u8; 20] = arr(THUMBPRINT);
     assert!(
-        matches!(store.decide(&first, ip("192.0.2.10")), Decision::Answer(k) if k.thumbprint() == first)
+        matches!(store.decide(&first, &direct("192.0.2.10")), Decision::Answer(k) if k.thumbprint() == first)
     );
     assert!(matches!(
-        store.decide(&first, ip("198.51.100.1")),
+        store.decide(&first, &direct("198.51.100.1")),
         Decision::SubnetRefused
     ));
     assert!(matches!(
-        store.decide(&first, ip("0.0.0.0")),
+        store.decide(&first, &direct("0.0.0.0")),
         Decision::SubnetRefused
     ));
     assert!(matches!(
-        store.decide(&first, ip("2001:db8::5")),
+        store.decide(&first, &direct("2001:db8::5")),
         Decision::Answer(_)
     ));
     assert!(matches!(
-        store.decide(&first, ip("2001:db8:1::5")),
+        store.decide(&first, &direct("2001:db8:1::5")),
         Decision::SubnetRefused
     ));
     assert!(
         matches!(
-            store.decide(&first, ip("fe80::216:3eff:fe01:1122")),
+            store.decide(&first, &direct("fe80::216:3eff:fe01:1122")),
             Decision::Answer(_)
         ),
-        "v6 link-local bypass"
+        "v6 link-local bypass for a direct request"
+    );
+    assert!(
+        matches!(
+            store.decide(
+                &first,
+                &PolicyAddrs::relayed(vec![ip("fe80::216:3eff:fe01:1122")])
+            ),
+            Decision::SubnetRefused
+        ),
+        "no bypass through a relay"
     );
     assert!(matches!(
-        store.decide(&second_thumb, ip("192.0.2.10")),
+        store.decide(
+            &first,
+            &PolicyAddrs::relayed(vec![ip("192.0.2.1"), ip("192.0.2.10")])
+        ),
+        Decision::Answer(_)
+    ));
+    assert!(
+        matches!(
+            store.decide(
+                &first,
+                &PolicyAddrs::relayed(vec![ip("198.51.100.1"), ip("192.0.2.10")])
+            ),
+            Decision::SubnetRefused
+        ),
+        "the relay's link (giaddr) must be allowed too"
+    );
+    assert!(matches!(
+        store.decide(&second_thumb, &direct("192.0.2.10")),
         Decision::Disabled
     ));
     assert!(matches!(
-        store.decide(&[0; 20], ip("192.0.2.10")),
+        store.decide(&[0; 20], &direct("192.0.2.10")),
         Decision::UnknownCertificate
     ));
     assert_eq!(
-        store.decide(&[0; 20], ip("192.0.2.10")).label(),
+        store.decide(&[0; 20], &direct("192.0.2.10")).label(),
         "unknown_certificate"
     );
 
     let empty = KeyStore::empty();
     assert!(empty.is_empty());
     assert!(matches!(
-        empty.decide(&first, ip("192.0.2.10")),
+        empty.decide(&first, &direct("192.0.2.10")),
         Decision::UnknownCertificate
     ));
 }
@@ -131,14 +165,14 @@ fn two_enabled_certificates_each_answer_their_own_requests() {
         (second, CertificatePolicy::allow_all()),
     ])
     .unwrap();
-    let Decision::Answer(k) = store.decide(&second_thumb, ip("10.0.0.1")) else {
+    let Decision::Answer(k) = store.decide(&second_thumb, &direct("10.0.0.1")) else {
         panic!("second certificate must be answered");
     };
     assert_eq!(
         netunlock::open_kpr(&k.answer(&kp), &secrets.sk),
         Some(secrets.ck)
     );
-    let Decision::Answer(k) = store.decide(&arr(THUMBPRINT), ip("10.0.0.1")) else {
+    let Decision::Answer(k) = store.decide(&arr(THUMBPRINT), &direct("10.0.0.1")) else {
         panic!("first certificate must be answered");
     };
     assert_eq!(k.answer(&common::kp()), arr::<60>(KPR));

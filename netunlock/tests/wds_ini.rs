@@ -56,8 +56,8 @@ fn microsoft_example() {
         "SUBNET2 commented out"
     );
     assert!(
-        cert.allows_address("fe80::1".parse().unwrap()),
-        "link-local bypass"
+        cert.allows(&netunlock::PolicyAddrs::direct("fe80::1".parse().unwrap())),
+        "link-local bypass (a direct DHCPv6 request)"
     );
     assert!(
         p.policy_for(&[0; 20]).is_none(),

@@ -39,7 +39,8 @@ async fn check_without_binding(config: &Config, state: &StateDir) -> Result<Vec<
                 state.unlock_cert().parent().map(|p| p.display().to_string()).unwrap_or_default()
             ));
         } else {
-            let (store, loaded) = keys::load(u, state, [0u8; 32])?;
+            let (store, loaded) =
+                keys::load(u, state, &netunlock::RejectionSecret::from_bytes([0; 32]))?;
             for c in &loaded {
                 report.push(format!(
                     "network unlock certificate {} ({}) expires {} {}{}",

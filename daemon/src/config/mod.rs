@@ -50,6 +50,9 @@ pub(crate) struct UnlockSettings {
     pub(crate) rate_limit_burst: u32,
     pub(crate) rate_limit_per_second: f64,
     pub(crate) receive_buffer_bytes: usize,
+    /// Sources whose relayed requests are believed (host bits cleared).
+    pub(crate) trusted_relays: Vec<ipnet::IpNet>,
+    pub(crate) relay_share: u32,
     /// Empty: the daemon generates and uses the certificate in `<state>/network-unlock/`.
     pub(crate) certificates: Vec<CertificateSettings>,
 }
@@ -212,6 +215,20 @@ fn validate_unlock(wire: &WireConfig) -> Result<UnlockSettings> {
     {
         bail!("unlock.rate_limit_burst must be ≥ 1 and unlock.rate_limit_per_second > 0");
     }
+    if !(1..=100_000).contains(&u.relay_share) {
+        bail!("unlock.relay_share must be between 1 and 100000");
+    }
+    for net in &u.trusted_relays {
+        if net.prefix_len() == 0 {
+            bail!(
+                "unlock.trusted_relays: {net} would trust every address as a relay (anyone could then \
+                 claim any client address); list your relay agents' addresses or subnets"
+            );
+        }
+        if net.network().is_multicast() || net.network().is_loopback() {
+            bail!("unlock.trusted_relays: {net} is not a unicast network");
+        }
+    }
     for name in &u.interfaces {
         if name.is_empty() || name.len() > 15 || name.contains('/') {
             bail!("unlock.interfaces: {name:?} is not a valid interface name");
@@ -237,6 +254,8 @@ fn validate_unlock(wire: &WireConfig) -> Result<UnlockSettings> {
         rate_limit_burst: u.rate_limit_burst,
         rate_limit_per_second: u.rate_limit_per_second,
         receive_buffer_bytes: u.receive_buffer_bytes,
+        trusted_relays: u.trusted_relays.iter().map(ipnet::IpNet::trunc).collect(),
+        relay_share: u.relay_share,
         certificates,
     })
 }

@@ -96,6 +96,20 @@ fn bad_configurations_are_rejected_with_a_reason() {
         ("[unlock]\nqueue_capacity = 0", "queue_capacity"),
         ("[unlock]\nrate_limit_per_second = 0.0", "rate_limit"),
         (
+            "[unlock]\ntrusted_relays = [\"0.0.0.0/0\"]",
+            "trusted_relays",
+        ),
+        ("[unlock]\ntrusted_relays = [\"::/0\"]", "trusted_relays"),
+        (
+            "[unlock]\ntrusted_relays = [\"224.0.0.0/4\"]",
+            "trusted_relays",
+        ),
+        (
+            "[unlock]\ntrusted_relays = [\"10.0.0.1\"]",
+            "trusted_relays",
+        ),
+        ("[unlock]\nrelay_share = 0", "relay_share"),
+        (
             "[unlock]\ninterfaces = [\"this-name-is-far-too-long\"]",
             "not a valid interface",
         ),

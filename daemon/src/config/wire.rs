@@ -130,6 +130,12 @@ pub(crate) struct WireUnlock {
     pub(crate) rate_limit_per_second: f64,
     #[serde(default = "default_receive_buffer_bytes")]
     pub(crate) receive_buffer_bytes: usize,
+    /// Relay agents whose relayed requests are answered (CIDRs matched against the IP source).
+    #[serde(default)]
+    pub(crate) trusted_relays: Vec<ipnet::IpNet>,
+    /// How many hosts' worth of request rate and queue share one trusted relay gets.
+    #[serde(default = "default_relay_share")]
+    pub(crate) relay_share: u32,
     /// Network Unlock certificates. Empty: one is generated in the state directory on first start.
     #[serde(default)]
     pub(crate) certificate: Vec<WireCertificate>,
@@ -155,6 +161,8 @@ impl Default for WireUnlock {
             rate_limit_burst: default_rate_limit_burst(),
             rate_limit_per_second: default_rate_limit_per_second(),
             receive_buffer_bytes: default_receive_buffer_bytes(),
+            trusted_relays: Vec::new(),
+            relay_share: default_relay_share(),
             certificate: Vec::new(),
         }
     }
@@ -189,6 +197,9 @@ fn default_rate_limit_per_second() -> f64 {
 }
 fn default_receive_buffer_bytes() -> usize {
     8 * 1024 * 1024
+}
+fn default_relay_share() -> u32 {
+    64
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use netunlock::KeyStore;
-use netunlock::responder::{NetunlockMetrics, RateLimit, Responder, ResponderConfig};
+use netunlock::responder::{Hooks, NetunlockMetrics, RateLimit, Responder, ResponderConfig};
+use netunlock::{KeyStore, RejectionSecret, TrustedRelays};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,8 @@ pub(crate) struct UnlockRuntime {
     pub(crate) keys: Arc<ArcSwap<KeyStore>>,
     pub(crate) metrics: Arc<NetunlockMetrics>,
     pub(crate) loaded: Arc<Mutex<Vec<LoadedCertificate>>>,
-    pub(crate) rejection_secret: [u8; 32],
+    pub(crate) rejection_secret: Arc<RejectionSecret>,
+    pub(crate) trusted_relays: Arc<ArcSwap<TrustedRelays>>,
     pub(crate) generated_cer: Option<std::path::PathBuf>,
 }
 
@@ -51,7 +52,8 @@ pub(crate) struct UnlockReload {
     pub(crate) keys: Arc<ArcSwap<KeyStore>>,
     pub(crate) metrics: Arc<NetunlockMetrics>,
     pub(crate) loaded: Arc<Mutex<Vec<LoadedCertificate>>>,
-    pub(crate) rejection_secret: [u8; 32],
+    pub(crate) rejection_secret: Arc<RejectionSecret>,
+    pub(crate) trusted_relays: Arc<ArcSwap<TrustedRelays>>,
 }
 
 impl Components {
@@ -109,6 +111,7 @@ impl Components {
                 metrics: u.metrics,
                 loaded: u.loaded,
                 rejection_secret: u.rejection_secret,
+                trusted_relays: u.trusted_relays,
             });
             let token = shutdown.clone();
             tasks.spawn(async move {
@@ -138,10 +141,8 @@ fn start_unlock(
         generated_cer = Some(state.unlock_cer());
     }
     // Per-boot secret for implicit rejection: a forged key protector gets a reply derived from it.
-    let mut rejection_secret = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut rejection_secret)
-        .map_err(|_| anyhow::anyhow!("the system random number generator failed"))?;
-    let (store, loaded) = keys::load(u, state, rejection_secret)?;
+    let rejection_secret = Arc::new(RejectionSecret::generate()?);
+    let (store, loaded) = keys::load(u, state, &rejection_secret)?;
     let metrics = NetunlockMetrics::register(registry)
         .context("cannot register the Network Unlock metrics")?;
     metrics.set_certificates(&store, time::OffsetDateTime::now_utc());
@@ -161,16 +162,25 @@ fn start_unlock(
             burst: u.rate_limit_burst,
             per_second: u.rate_limit_per_second,
         },
+        trusted_relays: u.trusted_relays.clone(),
+        relay_share: u.relay_share,
         recv_buffer_bytes: u.receive_buffer_bytes,
         server_duid: state.server_duid(true)?,
     };
-    let responder = Responder::bind(responder_config, keys.clone(), metrics.clone())?;
+    let responder = Responder::bind(
+        responder_config,
+        keys.clone(),
+        metrics.clone(),
+        Hooks::default(),
+    )?;
+    let trusted_relays = responder.trusted_relays();
     Ok(UnlockRuntime {
         responder,
         keys,
         metrics,
         loaded: Arc::new(Mutex::new(loaded)),
         rejection_secret,
+        trusted_relays,
         generated_cer,
     })
 }

@@ -3,6 +3,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use super::{RateLimit, ResponderError};
 
 /// Settings of the responder (the daemon maps its `[unlock]` section onto this).
@@ -28,8 +30,13 @@ pub struct ResponderConfig {
     pub queue_capacity: usize,
     /// Requests older than this when a worker picks them up (or finishes them) are dropped.
     pub max_request_age: Duration,
-    /// Per-client token bucket (v4: MAC + ciaddr, v6: DUID); burst 0 = off.
+    /// Per-source (host or relay) and per-client request rate; burst 0 = off.
     pub rate_limit: RateLimit,
+    /// Sources allowed to send relayed requests (DHCPv4 giaddr ≠ 0, DHCPv6 Relay-Forward).
+    pub trusted_relays: Vec<IpNet>,
+    /// How many hosts' worth of rate limit and queue share a trusted relay gets (it carries many
+    /// clients).
+    pub relay_share: u32,
     /// Requested SO_RCVBUF per socket (SO_RCVBUFFORCE when permitted).
     pub recv_buffer_bytes: usize,
     /// DUID sent in the Server Identifier option of v6 replies (clients ignore replies without one).
@@ -54,6 +61,8 @@ impl ResponderConfig {
                 burst: 8,
                 per_second: 1.0,
             },
+            trusted_relays: Vec::new(),
+            relay_share: 64,
             recv_buffer_bytes: 4 << 20,
             server_duid,
         }
@@ -79,6 +88,11 @@ impl ResponderConfig {
         if self.queue_capacity == 0 {
             return Err(ResponderError::Config(
                 "queue_capacity must be at least 1".into(),
+            ));
+        }
+        if self.relay_share == 0 {
+            return Err(ResponderError::Config(
+                "relay_share must be at least 1".into(),
             ));
         }
         if self.max_request_age.is_zero() {

@@ -12,12 +12,15 @@ pub enum ResponderError {
     Privilege { port: u16 },
 
     #[error(
-        "UDP port {port} ({addr}) is already in use: another DHCP server, WDS or dnsmasq is listening on it on this \
-         host; stop it, or run netunlockd on a host without a DHCP server (Network Unlock needs its own port {port})"
+        "UDP port {port} ({addr}) is already in use by {owner}: netunlockd needs the port to itself (a second \
+         netunlockd, a DHCP server, WDS or dnsmasq on this host would take its traffic); stop the other one, or \
+         run netunlockd on a host without a DHCP server"
     )]
     AddressInUse {
         addr: std::net::SocketAddr,
         port: u16,
+        /// "netunlockd (pid 1234)", or how to find out.
+        owner: String,
     },
 
     #[error("cannot bind UDP {addr}: {source}")]
@@ -35,13 +38,8 @@ pub enum ResponderError {
         source: io::Error,
     },
 
-    #[error(
-        "network interface `{0}` (listed in [unlock] interfaces) does not exist; check `ip link`"
-    )]
-    NoSuchInterface(String),
-
-    #[error("cannot list network interfaces: {0}")]
-    Interfaces(#[source] io::Error),
+    #[error(transparent)]
+    Interface(#[from] crate::netif::InterfaceError),
 
     #[error(
         "cannot join the DHCPv6 multicast group ff02::1:2 on interface `{interface}`: {source} \
@@ -69,7 +67,15 @@ impl ResponderError {
         let port = addr.port();
         match err.raw_os_error() {
             Some(libc::EACCES) | Some(libc::EPERM) if port < 1024 => Self::Privilege { port },
-            Some(libc::EADDRINUSE) => Self::AddressInUse { addr, port },
+            Some(libc::EADDRINUSE) => Self::AddressInUse {
+                addr,
+                port,
+                owner: super::port_owner::udp_port_owner(port, addr.is_ipv6()).unwrap_or_else(|| {
+                    format!(
+                        "another process (run `ss -lunp 'sport = :{port}'` as root to see which)"
+                    )
+                }),
+            },
             _ => Self::Bind { addr, source: err },
         }
     }
@@ -88,6 +94,7 @@ mod tests {
         assert!(e.to_string().contains("setcap cap_net_bind_service=+ep"));
         let e = ResponderError::from_bind(a, io::Error::from_raw_os_error(libc::EADDRINUSE));
         assert!(e.to_string().contains("port 67"));
+        assert!(e.to_string().contains("already in use by"));
         assert!(e.to_string().contains("dnsmasq"));
         // EACCES on a high port is not a privilege problem.
         let high: std::net::SocketAddr = "0.0.0.0:10067".parse().unwrap();

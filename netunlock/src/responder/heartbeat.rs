@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::Family;
+use crate::family::Family;
 
 /// Liveness of the receive loops, for the systemd watchdog and health checks.
 #[derive(Debug)]

@@ -9,7 +9,8 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use super::outcome::{Family, Outcome};
+use super::outcome::Outcome;
+use crate::family::Family;
 use crate::keystore::KeyStore;
 
 pub const REQUESTS_TOTAL: &str = "netunlockd_requests_total";

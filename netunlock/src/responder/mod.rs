@@ -1,21 +1,26 @@
-//! The DHCPv4/DHCPv6 Network Unlock responder: sockets, receive loops, the bounded queue and the RSA
-//! worker pool.
+//! The DHCPv4/DHCPv6 Network Unlock responder: sockets, one receive loop per family, the fair queue
+//! and the RSA worker pool.
 //!
-//! Shape of the pipeline: a receive loop per family (tokio task, never does RSA) parses, classifies
-//! with [`KeyStore::decide`], rate-limits per client and pushes a job into a bounded queue; `workers`
-//! OS threads compute the reply ([`UnlockKey::answer`](crate::crypto::UnlockKey::answer)) and send it
-//! out of the arrival interface. A job older than `max_request_age` is dropped, never answered late.
+//! Shape of the pipeline, written once over the [`dhcp::Dhcp`] family trait: receive → parse
+//! (`v4`/`v6`) → trust (`trust`: is the sender believed, which addresses does the subnet policy
+//! read, where may the reply go) → [`KeyStore::decide`] → ownership ([`Hooks`]) → rate limits per
+//! source and client → the fair queue; `workers` OS threads compute the reply
+//! ([`UnlockKey::answer`](crate::crypto::UnlockKey::answer)) and send it. A job older than
+//! `max_request_age` is dropped, never answered late. Every request ends in one
+//! [`Outcome`], counted, offered to the outcome sink and logged within a budget.
 
 mod background;
 mod config;
+mod dhcp;
 mod error;
+mod fairq;
 mod heartbeat;
-pub mod interfaces;
+mod hooks;
+mod limits;
 pub mod metrics;
 pub mod outcome;
 pub mod pktinfo;
-pub mod queue;
-pub mod ratelimit;
+mod port_owner;
 mod receive;
 mod sockets;
 mod workers;
@@ -29,21 +34,32 @@ use socket2::Socket;
 use tokio_util::sync::CancellationToken;
 
 use crate::keystore::KeyStore;
+use crate::netif::{Served, list_interfaces};
+use crate::trust::{HostAddrs, TrustedRelays};
 
+pub use crate::family::Family;
+pub use crate::netif::{InterfaceInfo, list_interfaces as interfaces};
 pub use config::ResponderConfig;
 pub use error::ResponderError;
+pub use fairq::{FairQueue, PushError};
 pub use heartbeat::Heartbeat;
-pub use interfaces::{InterfaceInfo, Served, list_interfaces};
+pub use hooks::{AllMine, ClientIdentity, Hooks, NoRecords, OutcomeRecord, OutcomeSink, Ownership};
+pub use limits::{Limits, RateLimit, Source};
 pub use metrics::NetunlockMetrics;
-pub use outcome::{Family, Outcome};
-pub use ratelimit::RateLimit;
+pub use outcome::{LogGate, LogSummary, Outcome, SummaryRow};
 pub use sockets::ALL_DHCP_RELAY_AGENTS_AND_SERVERS;
+
+/// Per-source queue share of a host, in requests (a relay holds `relay_share` times as many).
+const PER_SOURCE_QUEUE: usize = 8;
 
 /// The bound responder. Create with [`Responder::bind`], then [`Responder::run`].
 pub struct Responder {
     config: ResponderConfig,
     keys: Arc<ArcSwap<KeyStore>>,
+    relays: Arc<ArcSwap<TrustedRelays>>,
+    host: Arc<ArcSwap<HostAddrs>>,
     metrics: Arc<NetunlockMetrics>,
+    hooks: Hooks,
     served: Served,
     v4: Option<Socket>,
     v6: Option<Socket>,
@@ -66,10 +82,15 @@ impl Responder {
         config: ResponderConfig,
         keys: Arc<ArcSwap<KeyStore>>,
         metrics: Arc<NetunlockMetrics>,
+        hooks: Hooks,
     ) -> Result<Self, ResponderError> {
         config.validate()?;
         let all = list_interfaces()?;
         let served = Served::select(&all, &config.interfaces)?;
+        let host = Arc::new(ArcSwap::from_pointee(HostAddrs::from_interfaces(&all)));
+        let relays = Arc::new(ArcSwap::from_pointee(TrustedRelays::new(
+            config.trusted_relays.clone(),
+        )));
         let v4 = match config.v4 {
             Some(addr) => {
                 let (s, eff) = sockets::bind_v4(addr, config.recv_buffer_bytes)?;
@@ -114,7 +135,10 @@ impl Responder {
         Ok(Self {
             config,
             keys,
+            relays,
+            host,
             metrics,
+            hooks,
             served,
             v4,
             v6,
@@ -136,19 +160,30 @@ impl Responder {
         self.heartbeat.clone()
     }
 
+    /// The trusted relays in force; store a new set to change them without a restart (SIGHUP).
+    pub fn trusted_relays(&self) -> Arc<ArcSwap<TrustedRelays>> {
+        self.relays.clone()
+    }
+
     /// Runs until `shutdown` is cancelled, then lets workers finish queued jobs that are still fresh
     /// (bounded by `max_request_age` plus a second) and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ResponderError> {
         let Self {
             config,
             keys,
+            relays,
+            host,
             metrics,
+            hooks,
             served,
             v4,
             v6,
             heartbeat,
         } = self;
-        let queue = Arc::new(queue::BoundedQueue::new(config.queue_capacity));
+        let queue = Arc::new(receive::WorkQueue::new(
+            config.queue_capacity,
+            PER_SOURCE_QUEUE,
+        ));
         // Registered with tokio here (bind may run outside a runtime); already non-blocking.
         let to_tokio = |s: Socket| {
             tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s))
@@ -157,12 +192,13 @@ impl Responder {
         };
         let v4 = v4.map(to_tokio).transpose()?;
         let v6 = v6.map(to_tokio).transpose()?;
+        let gate = Arc::new(LogGate::default());
         let shared = Arc::new(workers::Shared::new(
-            v4.clone(),
-            v6.clone(),
             metrics.clone(),
             config.server_duid.clone(),
             config.max_request_age,
+            gate.clone(),
+            hooks.clone(),
         ));
         let n = config.worker_count();
         let pool = workers::Pool::start(n, queue.clone(), shared)?;
@@ -170,32 +206,42 @@ impl Responder {
             workers = n,
             queue_capacity = config.queue_capacity,
             max_request_age_ms = config.max_request_age.as_millis() as u64,
+            trusted_relays = relays.load().nets().len(),
             "Network Unlock responder running"
         );
 
         let ctx = Arc::new(receive::Context {
             config: config.clone(),
             keys: keys.clone(),
+            relays,
+            host: host.clone(),
             metrics: metrics.clone(),
             served,
             queue: queue.clone(),
             heartbeat: heartbeat.clone(),
+            gate: gate.clone(),
+            hooks,
         });
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(s) = v4 {
-            tasks.spawn(receive::run_v4(ctx.clone(), s, shutdown.clone()));
+            tasks.spawn(receive::run::<dhcp::V4>(ctx.clone(), s, shutdown.clone()));
         }
+        let v6_joins = match &v6 {
+            Some(s) if config.interfaces.is_empty() => Some((
+                s.clone(),
+                ctx.served.v6_join.iter().map(|(i, _)| *i).collect(),
+            )),
+            _ => None,
+        };
         if let Some(s) = v6 {
-            if config.interfaces.is_empty() {
-                let joined = ctx.served.v6_join.iter().map(|(i, _)| *i).collect();
-                tasks.spawn(background::join_new_interfaces(
-                    s.clone(),
-                    joined,
-                    shutdown.clone(),
-                ));
-            }
-            tasks.spawn(receive::run_v6(ctx.clone(), s, shutdown.clone()));
+            tasks.spawn(receive::run::<dhcp::V6>(ctx.clone(), s, shutdown.clone()));
         }
+        tasks.spawn(background::watch_interfaces(
+            host,
+            v6_joins,
+            shutdown.clone(),
+        ));
+        tasks.spawn(background::write_log_summaries(gate, shutdown.clone()));
         // Seconds-until-expiry moves with the clock: refresh it while running.
         tasks.spawn(background::refresh_certificates(
             keys,
@@ -227,11 +273,8 @@ impl Responder {
         if !matches!(joined, Ok(true)) {
             tracing::warn!("responder workers did not finish within {grace:?}; exiting anyway");
         }
+        background::write_final_summary(&ctx.gate);
         tracing::info!("Network Unlock responder stopped");
         result
     }
 }
-
-#[cfg(test)]
-#[path = "tests.rs"]
-mod pipeline_tests;

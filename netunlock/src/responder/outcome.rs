@@ -1,35 +1,17 @@
-//! What happened to a request: the label of `netunlockd_requests_total` and of the log line.
+//! What happened to a request (the label of `netunlockd_requests_total` and of the log line), and the
+//! log gate that keeps per-request lines bounded under a flood.
 //!
 //! No-oracle rule: there is no "decrypt failed" class. A key protector that does not decrypt is answered
 //! (with a reply built from a pseudo-random key) and counted as `answered`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Address family of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
+use crate::family::Family;
 
-impl Family {
-    pub const ALL: [Self; 2] = [Self::V4, Self::V6];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::V4 => "v4",
-            Self::V6 => "v6",
-        }
-    }
-}
-
-impl std::fmt::Display for Family {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Outcome class of one request.
+/// Outcome class of one request. Every received datagram on a served interface ends in exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Answered,
@@ -37,21 +19,38 @@ pub enum Outcome {
     SubnetRefused,
     Disabled,
     NotNkpu,
+    /// Direct DHCPv4 whose IP source is not its `ciaddr`.
+    SourceMismatch,
+    /// A relayed request from a source not in `trusted_relays`.
+    UntrustedRelay,
+    /// The reply would go to a broadcast, multicast, loopback, off-link or own address.
+    BadDestination,
+    /// Another appliance of the group answers this client.
+    NotMine,
     RateLimited,
     QueueFull,
     Expired,
+    /// The reply was built but the kernel refused to send it.
+    SendFailed,
 }
 
+const COUNT: usize = 13;
+
 impl Outcome {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; COUNT] = [
         Self::Answered,
         Self::UnknownCertificate,
         Self::SubnetRefused,
         Self::Disabled,
         Self::NotNkpu,
+        Self::SourceMismatch,
+        Self::UntrustedRelay,
+        Self::BadDestination,
+        Self::NotMine,
         Self::RateLimited,
         Self::QueueFull,
         Self::Expired,
+        Self::SendFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,9 +60,14 @@ impl Outcome {
             Self::SubnetRefused => "subnet_refused",
             Self::Disabled => "disabled",
             Self::NotNkpu => "not_nkpu",
+            Self::SourceMismatch => "source_mismatch",
+            Self::UntrustedRelay => "untrusted_relay",
+            Self::BadDestination => "bad_destination",
+            Self::NotMine => "not_mine",
             Self::RateLimited => "rate_limited",
             Self::QueueFull => "queue_full",
             Self::Expired => "expired",
+            Self::SendFailed => "send_failed",
         }
     }
 
@@ -71,76 +75,247 @@ impl Outcome {
     pub fn level(self) -> tracing::Level {
         match self {
             Self::Answered | Self::UnknownCertificate | Self::SubnetRefused => tracing::Level::INFO,
-            Self::NotNkpu => tracing::Level::DEBUG,
-            Self::Disabled | Self::RateLimited | Self::QueueFull | Self::Expired => {
-                tracing::Level::WARN
+            Self::NotNkpu | Self::NotMine => tracing::Level::DEBUG,
+            Self::Disabled
+            | Self::SourceMismatch
+            | Self::UntrustedRelay
+            | Self::BadDestination
+            | Self::RateLimited
+            | Self::QueueFull
+            | Self::Expired
+            | Self::SendFailed => tracing::Level::WARN,
+        }
+    }
+
+    fn slot(self) -> usize {
+        Self::ALL.iter().position(|x| *x == self).unwrap_or(0)
+    }
+
+    /// What an operator should read in the per-request line of a request that was not answered.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::UnknownCertificate => {
+                "no loaded certificate has this thumbprint (the client's Group Policy certificate differs \
+                 from the ones configured here)"
+            }
+            Self::SubnetRefused => {
+                "the client's address (or its relay's link) is not in the certificate's allowed subnets"
+            }
+            Self::Disabled => {
+                "the certificate is disabled (config or bde-network-unlock.ini DISABLED)"
+            }
+            Self::NotNkpu => "not a Network Unlock request",
+            Self::SourceMismatch => {
+                "the IP source is not the client address (ciaddr) the request claims; real clients send \
+                 from their leased address"
+            }
+            Self::UntrustedRelay => {
+                "a relayed request from a source that is not a trusted relay; list the relay in \
+                 [unlock] trusted_relays to accept it"
+            }
+            Self::BadDestination => "there is no acceptable address to send the reply to",
+            Self::NotMine => "another appliance of the group answers this client",
+            Self::RateLimited => "the source (host or relay) or client exceeded its request rate",
+            Self::QueueFull => {
+                "the request queue is full for this source (boot storm or flood); raise queue_capacity or \
+                 workers if this is a real storm"
+            }
+            Self::Expired => {
+                "older than the client's retry window (more requests than the workers can answer in time; \
+                 add cores or spread the boots)"
+            }
+            Self::SendFailed => {
+                "the kernel refused to send the reply (is there a route to the client or relay?)"
             }
         }
     }
-
-    /// Whether a flood of this class could flood the log (anyone on the LAN can send these), so the
-    /// line itself is rate-limited. `answered` is bounded by the per-client limit and the RSA throughput.
-    pub fn log_is_limited(self) -> bool {
-        !matches!(self, Self::Answered | Self::NotNkpu)
-    }
 }
 
-impl From<&crate::keystore::Decision<'_>> for Option<Outcome> {
-    /// The outcome a decision implies; None for `Answer` (the request goes on to rate limit and queue).
-    fn from(d: &crate::keystore::Decision<'_>) -> Self {
-        match d {
-            crate::keystore::Decision::Answer(_) => None,
-            crate::keystore::Decision::UnknownCertificate => Some(Outcome::UnknownCertificate),
-            crate::keystore::Decision::SubnetRefused => Some(Outcome::SubnetRefused),
-            crate::keystore::Decision::Disabled => Some(Outcome::Disabled),
-        }
-    }
+/// Per-request lines allowed per outcome class and second; the rest is summarised.
+const LINES_PER_SECOND: u32 = 5;
+/// A summary is written at the latest this long after the first suppressed line…
+const SUMMARY_AFTER: Duration = Duration::from_secs(10);
+/// …or as soon as a burst is over (nothing suppressed for this long).
+const QUIET_AFTER: Duration = Duration::from_secs(2);
+/// Sources counted by name per outcome in a summary; more are counted as "other sources".
+const SOURCES_PER_OUTCOME: usize = 64;
+
+#[derive(Debug, Default)]
+struct Suppressed {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    counts: HashMap<(Family, Outcome), u64>,
+    by_source: HashMap<(Family, Outcome), HashMap<IpAddr, u64>>,
 }
 
-/// Allows `per_second` log lines per outcome class and counts what it suppressed, so a flood of junk
-/// cannot fill the journal while the operator still learns how much was hidden.
-#[derive(Debug)]
-pub struct LogLimiter {
-    per_second: u32,
+#[derive(Debug, Default)]
+struct GateState {
     window_start: Option<Instant>,
-    used: [u32; 8],
-    suppressed: [u64; 8],
+    used: [u32; COUNT],
+    suppressed: Suppressed,
 }
 
-impl LogLimiter {
-    pub fn new(per_second: u32) -> Self {
-        Self {
-            per_second,
-            window_start: None,
-            used: [0; 8],
-            suppressed: [0; 8],
-        }
-    }
+/// Lets a few per-request lines per outcome and second through and counts the rest per outcome and
+/// source, so a flood cannot fill the journal while the operator still learns what happened.
+#[derive(Debug, Default)]
+pub struct LogGate {
+    state: Mutex<GateState>,
+}
 
-    fn slot(o: Outcome) -> usize {
-        Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0)
-    }
+/// One outcome class in a summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryRow {
+    pub family: Family,
+    pub outcome: Outcome,
+    pub count: u64,
+    /// The sources with the most requests, with their counts.
+    pub top: Vec<(IpAddr, u64)>,
+    /// Requests from the other sources.
+    pub others: u64,
+}
 
-    /// Some(n) = log now, and n lines of this class were suppressed since the last logged one.
-    pub fn admit(&mut self, o: Outcome, now: Instant) -> Option<u64> {
-        let fresh = match self.window_start {
-            Some(s) => now.saturating_duration_since(s) >= Duration::from_secs(1),
-            None => true,
-        };
-        if fresh {
-            self.window_start = Some(now);
-            self.used = [0; 8];
-        }
-        let i = Self::slot(o);
-        if self.used[i] < self.per_second {
-            self.used[i] += 1;
-            let s = self.suppressed[i];
-            self.suppressed[i] = 0;
-            Some(s)
+/// A summary of lines that were not written one by one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSummary {
+    pub seconds: f64,
+    pub total: u64,
+    pub rows: Vec<SummaryRow>,
+}
+
+impl LogSummary {
+    /// The level of the summary line: that of its most severe outcome.
+    pub fn level(&self) -> tracing::Level {
+        if self
+            .rows
+            .iter()
+            .any(|r| r.outcome.level() == tracing::Level::WARN)
+        {
+            tracing::Level::WARN
         } else {
-            self.suppressed[i] += 1;
-            None
+            tracing::Level::INFO
         }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for r in &self.rows {
+            let mut sources: Vec<String> =
+                r.top.iter().map(|(ip, n)| format!("{ip} {n}")).collect();
+            if r.others > 0 {
+                sources.push(format!("other sources {}", r.others));
+            }
+            parts.push(format!(
+                "{} {} {} ({})",
+                r.family,
+                r.outcome.as_str(),
+                r.count,
+                sources.join(", ")
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+impl LogGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the per-request line for this request may be written now; if not, it is counted for
+    /// the next summary.
+    pub fn admit(&self, family: Family, outcome: Outcome, source: IpAddr, now: Instant) -> bool {
+        let mut g = self.lock();
+        let fresh = g
+            .window_start
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
+        if fresh {
+            g.window_start = Some(now);
+            g.used = [0; COUNT];
+        }
+        let slot = outcome.slot();
+        if g.used[slot] < LINES_PER_SECOND {
+            g.used[slot] += 1;
+            return true;
+        }
+        let s = &mut g.suppressed;
+        s.first.get_or_insert(now);
+        s.last = Some(now);
+        *s.counts.entry((family, outcome)).or_insert(0) += 1;
+        let per_source = s.by_source.entry((family, outcome)).or_default();
+        if per_source.len() < SOURCES_PER_OUTCOME || per_source.contains_key(&source) {
+            *per_source.entry(source).or_insert(0) += 1;
+        }
+        false
+    }
+
+    /// The summary to write now, if one is due: something was suppressed, and either the burst is
+    /// over or the oldest suppressed line is `SUMMARY_AFTER` old.
+    pub fn take_summary(&self, now: Instant) -> Option<LogSummary> {
+        let mut g = self.lock();
+        let (first, last) = (g.suppressed.first?, g.suppressed.last?);
+        let due = now.saturating_duration_since(first) >= SUMMARY_AFTER
+            || now.saturating_duration_since(last) >= QUIET_AFTER;
+        if !due {
+            return None;
+        }
+        let s = std::mem::take(&mut g.suppressed);
+        let mut rows: Vec<_> = s
+            .counts
+            .iter()
+            .map(|(&(family, outcome), &count)| {
+                let mut top: Vec<(IpAddr, u64)> = s
+                    .by_source
+                    .get(&(family, outcome))
+                    .map(|m| m.iter().map(|(ip, n)| (*ip, *n)).collect())
+                    .unwrap_or_default();
+                top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                top.truncate(3);
+                let named: u64 = top.iter().map(|(_, n)| n).sum();
+                SummaryRow {
+                    family,
+                    outcome,
+                    count,
+                    top,
+                    others: count.saturating_sub(named),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.outcome.slot().cmp(&b.outcome.slot()))
+        });
+        Some(LogSummary {
+            seconds: now.saturating_duration_since(first).as_secs_f64(),
+            total: rows.iter().map(|r| r.count).sum(),
+            rows,
+        })
+    }
+}
+
+/// Writes a due summary (the responder calls this once a second).
+pub(crate) fn write_summary(gate: &LogGate, now: Instant) {
+    let Some(summary) = gate.take_summary(now) else {
+        return;
+    };
+    let text = summary.describe();
+    let total = summary.total;
+    let seconds = summary.seconds.round() as u64;
+    if summary.level() == tracing::Level::WARN {
+        tracing::warn!(
+            total,
+            seconds,
+            "Network Unlock: {total} request(s) in the last {seconds} s not logged one by one \
+             (counted in netunlockd_requests_total): {text}"
+        );
+    } else {
+        tracing::info!(
+            total,
+            seconds,
+            "Network Unlock: {total} request(s) in the last {seconds} s not logged one by one \
+             (counted in netunlockd_requests_total): {text}"
+        );
     }
 }
 
@@ -159,9 +334,14 @@ mod tests {
                 "subnet_refused",
                 "disabled",
                 "not_nkpu",
+                "source_mismatch",
+                "untrusted_relay",
+                "bad_destination",
+                "not_mine",
                 "rate_limited",
                 "queue_full",
-                "expired"
+                "expired",
+                "send_failed"
             ]
         );
         assert_eq!(Family::V4.as_str(), "v4");
@@ -173,39 +353,78 @@ mod tests {
         assert_eq!(Outcome::Answered.level(), tracing::Level::INFO);
         assert_eq!(Outcome::NotNkpu.level(), tracing::Level::DEBUG);
         assert_eq!(Outcome::RateLimited.level(), tracing::Level::WARN);
-        assert_eq!(Outcome::QueueFull.level(), tracing::Level::WARN);
-        assert!(Outcome::QueueFull.log_is_limited());
-        assert!(!Outcome::Answered.log_is_limited());
-    }
-
-    #[test]
-    fn decisions_map_to_outcomes() {
-        use crate::keystore::Decision;
-        assert_eq!(
-            Option::<Outcome>::from(&Decision::UnknownCertificate),
-            Some(Outcome::UnknownCertificate)
-        );
-        assert_eq!(
-            Option::<Outcome>::from(&Decision::SubnetRefused),
-            Some(Outcome::SubnetRefused)
-        );
-        assert_eq!(
-            Option::<Outcome>::from(&Decision::Disabled),
-            Some(Outcome::Disabled)
+        assert_eq!(Outcome::UntrustedRelay.level(), tracing::Level::WARN);
+        assert!(
+            Outcome::UntrustedRelay
+                .explanation()
+                .contains("trusted_relays")
         );
     }
 
     #[test]
-    fn log_limiter_caps_per_class_and_reports_suppressed() {
-        let mut l = LogLimiter::new(2);
+    fn gate_caps_lines_per_class_and_summarises_by_source() {
+        let g = LogGate::default();
         let t0 = Instant::now();
-        assert_eq!(l.admit(Outcome::QueueFull, t0), Some(0));
-        assert_eq!(l.admit(Outcome::QueueFull, t0), Some(0));
-        assert_eq!(l.admit(Outcome::QueueFull, t0), None);
-        assert_eq!(l.admit(Outcome::QueueFull, t0), None);
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        let b: IpAddr = "10.0.0.3".parse().unwrap();
+        for _ in 0..LINES_PER_SECOND {
+            assert!(g.admit(Family::V4, Outcome::RateLimited, a, t0));
+        }
+        for _ in 0..100 {
+            assert!(!g.admit(Family::V4, Outcome::RateLimited, a, t0));
+        }
+        assert!(!g.admit(Family::V4, Outcome::RateLimited, b, t0));
         // Another class has its own budget.
-        assert_eq!(l.admit(Outcome::RateLimited, t0), Some(0));
-        let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(l.admit(Outcome::QueueFull, t1), Some(2));
+        assert!(g.admit(Family::V4, Outcome::Answered, b, t0));
+        // Not due while the burst goes on.
+        assert_eq!(g.take_summary(t0 + Duration::from_millis(500)), None);
+        let s = g
+            .take_summary(t0 + QUIET_AFTER)
+            .expect("due once the burst is over");
+        assert_eq!(s.total, 101);
+        assert_eq!(s.rows[0].top, vec![(a, 100), (b, 1)]);
+        assert!(
+            s.describe()
+                .contains("v4 rate_limited 101 (10.0.0.2 100, 10.0.0.3 1)")
+        );
+        assert_eq!(s.level(), tracing::Level::WARN);
+        assert_eq!(g.take_summary(t0 + QUIET_AFTER * 2), None, "taken once");
+        // A new second has a new budget.
+        assert!(g.admit(
+            Family::V4,
+            Outcome::RateLimited,
+            a,
+            t0 + Duration::from_secs(1)
+        ));
+    }
+
+    #[test]
+    fn a_long_flood_is_summarised_every_ten_seconds() {
+        let g = LogGate::default();
+        let t0 = Instant::now();
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        for ms in 0..11_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            let _ = g.admit(Family::V6, Outcome::QueueFull, a, now);
+            if ms < SUMMARY_AFTER.as_millis() as u64 {
+                assert_eq!(g.take_summary(now), None, "{ms}");
+            }
+        }
+        assert!(g.take_summary(t0 + Duration::from_millis(11_000)).is_some());
+    }
+
+    #[test]
+    fn sources_per_outcome_are_bounded() {
+        let g = LogGate::default();
+        let t0 = Instant::now();
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = g.admit(Family::V4, Outcome::SourceMismatch, ip, t0);
+        }
+        let s = g.take_summary(t0 + QUIET_AFTER).unwrap();
+        let r = &s.rows[0];
+        assert_eq!(r.count, 1000 - u64::from(LINES_PER_SECOND));
+        assert_eq!(r.top.len(), 3);
+        assert_eq!(r.top.iter().map(|t| t.1).sum::<u64>() + r.others, r.count);
     }
 }

@@ -235,6 +235,9 @@ mod tests {
         client
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
+        // The kernel turns receive timestamps on from deferred work after the first socket asks for
+        // them; a datagram that arrives before then is stamped when it is read.
+        std::thread::sleep(Duration::from_millis(100));
         client.send_to(b"hello", server_addr).unwrap();
         let mut buf = [0u8; 64];
         std::thread::sleep(Duration::from_millis(50));

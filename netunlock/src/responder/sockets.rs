@@ -1,4 +1,8 @@
 //! Creating the DHCP sockets: options first, then bind, so permission problems surface at start-up.
+//!
+//! No SO_REUSEADDR: on Linux it lets a second UDP socket bind the same port, which would let a second
+//! instance (or any process) silently take the traffic — and bypass this one's policy. The port has
+//! one owner; a bind that finds it taken fails and says who holds it.
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -7,8 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::error::ResponderError;
 
-/// All_DHCP_Relay_Agents_and_Servers (RFC 8415), where DHCPv6 clients send Information-Requests.
-pub const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+pub use crate::v6::ALL_DHCP_RELAY_AGENTS_AND_SERVERS;
 
 fn opt_err(addr: SocketAddr, what: &'static str) -> impl FnOnce(std::io::Error) -> ResponderError {
     move |source| ResponderError::SocketOption { addr, what, source }
@@ -28,13 +31,11 @@ fn size_receive_buffer(
     sock.recv_buffer_size().map_err(opt_err(addr, "SO_RCVBUF"))
 }
 
-/// The bound DHCPv4 socket: SO_REUSEADDR, SO_BROADCAST, IP_PKTINFO, non-blocking.
+/// The bound DHCPv4 socket: SO_BROADCAST, IP_PKTINFO, SO_TIMESTAMPNS, non-blocking.
 pub fn bind_v4(addr: SocketAddrV4, recv_buffer: usize) -> Result<(Socket, usize), ResponderError> {
     let sa = SocketAddr::V4(addr);
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .map_err(opt_err(sa, "socket"))?;
-    sock.set_reuse_address(true)
-        .map_err(opt_err(sa, "SO_REUSEADDR"))?;
     sock.set_broadcast(true)
         .map_err(opt_err(sa, "SO_BROADCAST"))?;
     setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
@@ -49,14 +50,12 @@ pub fn bind_v4(addr: SocketAddrV4, recv_buffer: usize) -> Result<(Socket, usize)
     Ok((sock, effective))
 }
 
-/// The bound DHCPv6 socket on [::]:port: IPV6_V6ONLY, SO_REUSEADDR, IPV6_RECVPKTINFO, non-blocking.
+/// The bound DHCPv6 socket on [::]:port: IPV6_V6ONLY, IPV6_RECVPKTINFO, SO_TIMESTAMPNS, non-blocking.
 pub fn bind_v6(port: u16, recv_buffer: usize) -> Result<(Socket, usize), ResponderError> {
     let sa = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
     let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
         .map_err(opt_err(sa, "socket"))?;
     sock.set_only_v6(true).map_err(opt_err(sa, "IPV6_V6ONLY"))?;
-    sock.set_reuse_address(true)
-        .map_err(opt_err(sa, "SO_REUSEADDR"))?;
     setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)
         .map_err(|e| opt_err(sa, "IPV6_RECVPKTINFO")(e.into()))?;
     // Arrival time of each datagram, so time spent in the socket buffer counts against the 2 s window.
@@ -97,17 +96,33 @@ mod tests {
     }
 
     #[test]
-    fn second_bind_without_reuseport_reports_address_in_use() {
-        let (s, _) = bind_v4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), 0).unwrap();
-        let port = s.local_addr().unwrap().as_socket_ipv4().unwrap().port();
-        // A plain socket (no SO_REUSEADDR) already holding the port makes ours fail with EADDRINUSE.
-        let std_sock = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let taken = std_sock.local_addr().unwrap().port();
+    fn a_taken_port_is_an_error_that_names_the_owner() {
+        // Another process's socket, even one that asked for SO_REUSEADDR itself, keeps the port.
+        let other = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        other.set_reuse_address(true).unwrap();
+        other
+            .bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
+            .unwrap();
+        let taken = other.local_addr().unwrap().as_socket_ipv4().unwrap().port();
         let err = bind_v4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, taken), 0).unwrap_err();
         assert!(matches!(err, ResponderError::AddressInUse { .. }), "{err}");
-        assert!(err.to_string().contains(&format!("port {taken}")));
-        drop(s);
-        let _ = port;
+        let text = err.to_string();
+        assert!(text.contains(&format!("port {taken}")), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "names the owner: {text}"
+        );
+        // And our own socket refuses a second binder in turn.
+        let (ours, _) = bind_v4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), 0).unwrap();
+        let port = ours.local_addr().unwrap().as_socket_ipv4().unwrap().port();
+        let second = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        second.set_reuse_address(true).unwrap();
+        assert!(
+            second
+                .bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into())
+                .is_err(),
+            "a second socket must not share our port"
+        );
     }
 
     #[test]

@@ -1,208 +1,180 @@
-//! The RSA worker pool: OS threads that take jobs from the bounded queue, compute the reply and send it.
+//! The RSA worker pool: OS threads that take jobs from the fair queue, compute the reply and send it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 
+use super::dhcp::Dhcp;
 use super::error::ResponderError;
+use super::fairq::is_expired;
+use super::hooks::{ClientIdentity, Hooks, OutcomeRecord};
 use super::metrics::NetunlockMetrics;
-use super::outcome::{Family, LogLimiter, Outcome};
-use super::pktinfo;
-use super::queue::{BoundedQueue, is_expired};
+use super::outcome::{LogGate, Outcome};
+use super::receive::WorkQueue;
+use crate::family::Family;
 use crate::keystore::KeyStore;
 use crate::nkpu::Thumbprint;
-use crate::{v4, v6};
 
-/// The request itself, per family.
-pub(crate) enum Request {
-    V4 {
-        req: v4::V4Request,
-        target: SocketAddrV4,
-        source: Ipv4Addr,
-    },
-    V6 {
-        req: v6::V6Request,
-        target: SocketAddrV6,
-        source: Ipv6Addr,
-    },
+/// What every job carries for its log line, metrics and outcome record.
+pub(crate) struct Meta {
+    pub family: Family,
+    pub received: Instant,
+    pub identity: ClientIdentity,
+    /// The client's address as the trust checks established it.
+    pub address: IpAddr,
+    /// The IP source (the client, or its relay).
+    pub source: IpAddr,
+    pub relay: Option<IpAddr>,
+    pub thumbprint: Thumbprint,
+    pub interface: Arc<str>,
+}
+
+/// A queued request, whatever its family.
+pub(crate) trait Work: Send {
+    fn run(self: Box<Self>, shared: &Shared);
 }
 
 /// One request accepted for an answer, waiting for a worker.
-pub(crate) struct Job {
-    pub received: Instant,
+pub(crate) struct Job<F: Dhcp> {
+    pub meta: Meta,
     /// The key store snapshot the decision was made with (a reload meanwhile does not change it).
     pub keys: Arc<KeyStore>,
-    /// Interface the reply is pinned to: the arrival interface for an on-link client (its address may
-    /// only be reachable there: broadcast arrival, link-local v6); 0 for a routed relay, whose reply
-    /// follows the routing table like any unicast.
+    /// The socket the request arrived on; the reply leaves by it.
+    pub sock: Arc<UdpSocket>,
+    pub req: F::Request,
+    pub dest: F::Dest,
+    /// 0 = by the routing table; otherwise out of this interface (on-link clients).
     pub oif: u32,
-    pub interface: Arc<str>,
-    /// For the log line: MAC (v4) or DUID (v6) and the client's address.
-    pub client_id: String,
-    pub client_addr: IpAddr,
-    pub request: Request,
+    pub local: F::Local,
 }
 
-impl Job {
-    fn family(&self) -> Family {
-        match self.request {
-            Request::V4 { .. } => Family::V4,
-            Request::V6 { .. } => Family::V6,
-        }
-    }
-
-    fn thumbprint(&self) -> &Thumbprint {
-        match &self.request {
-            Request::V4 { req, .. } => &req.nkpu.thumbprint,
-            Request::V6 { req, .. } => &req.nkpu.thumbprint,
-        }
-    }
-}
-
-/// What workers share: sockets to send on, metrics, and the v6 server DUID.
+/// What workers share.
 pub(crate) struct Shared {
-    v4: Option<Arc<UdpSocket>>,
-    v6: Option<Arc<UdpSocket>>,
-    metrics: Arc<NetunlockMetrics>,
-    server_duid: Vec<u8>,
-    max_age: Duration,
+    pub metrics: Arc<NetunlockMetrics>,
+    pub server_duid: Vec<u8>,
+    pub max_age: Duration,
     /// The age up to which a finished reply is still sent: max_age minus 1 % (20 ms for 2 s), so a
     /// thread preempted between this check and sendmsg cannot deliver it after the client gave up.
-    send_deadline: Duration,
-    log_limit: Mutex<LogLimiter>,
+    pub send_deadline: Duration,
+    pub gate: Arc<LogGate>,
+    pub hooks: Hooks,
 }
 
 impl Shared {
     pub fn new(
-        v4: Option<Arc<UdpSocket>>,
-        v6: Option<Arc<UdpSocket>>,
         metrics: Arc<NetunlockMetrics>,
         server_duid: Vec<u8>,
         max_age: Duration,
+        gate: Arc<LogGate>,
+        hooks: Hooks,
     ) -> Self {
         Self {
-            v4,
-            v6,
             metrics,
             server_duid,
             max_age,
             send_deadline: max_age.saturating_sub(max_age / 100),
-            log_limit: Mutex::new(LogLimiter::new(5)),
+            gate,
+            hooks,
         }
     }
 
-    fn expired(&self, job: &Job, stage: &'static str) {
-        let family = job.family();
-        self.metrics.count(family, Outcome::Expired);
-        let admitted = self
-            .log_limit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(Outcome::Expired, Instant::now());
-        if let Some(suppressed) = admitted {
+    /// Counts and records the final outcome of a job; says whether its log line may be written.
+    fn finish(&self, meta: &Meta, outcome: Outcome) -> bool {
+        self.metrics.count(meta.family, outcome);
+        self.hooks.outcomes.record(&OutcomeRecord {
+            family: meta.family,
+            client: &meta.identity,
+            address: meta.address,
+            interface: &meta.interface,
+            relay: meta.relay,
+            thumbprint: &meta.thumbprint,
+            outcome,
+            at: SystemTime::now(),
+        });
+        self.gate
+            .admit(meta.family, outcome, meta.source, Instant::now())
+    }
+
+    fn expired(&self, meta: &Meta, stage: &'static str) {
+        if self.finish(meta, Outcome::Expired) {
             tracing::warn!(
-                %family,
-                client_id = %job.client_id,
-                client = %job.client_addr,
-                thumbprint = %hex::encode(job.thumbprint()),
-                interface = %job.interface,
+                family = %meta.family,
+                client_id = %meta.identity,
+                client = %meta.address,
+                source = %meta.source,
+                thumbprint = %hex::encode(meta.thumbprint),
+                interface = %meta.interface,
                 outcome = Outcome::Expired.as_str(),
-                waited_ms = job.received.elapsed().as_millis() as u64,
+                waited_ms = meta.received.elapsed().as_millis() as u64,
                 stage,
-                suppressed,
-                "Network Unlock request dropped: older than the client's retry window (more requests than the \
-                 workers can answer in time; add cores or spread the boots)"
+                "Network Unlock request not answered: {}",
+                Outcome::Expired.explanation()
             );
         }
     }
 
-    /// Answers one job, or drops it if it is too old.
-    pub fn process(&self, job: Job) {
-        if is_expired(job.received, Instant::now(), self.max_age) {
-            return self.expired(&job, "queued");
+    fn send_failed(&self, meta: &Meta, to: SocketAddr, error: &dyn std::fmt::Display) {
+        self.metrics.send_error(meta.family);
+        if self.finish(meta, Outcome::SendFailed) {
+            tracing::warn!(
+                family = %meta.family,
+                client_id = %meta.identity,
+                client = %meta.address,
+                interface = %meta.interface,
+                reply_to = %to,
+                outcome = Outcome::SendFailed.as_str(),
+                "cannot send the Network Unlock reply: {error} (is there a route to the client or relay?)"
+            );
         }
-        let family = job.family();
-        let Some((key, _)) = job
-            .keys
-            .keys()
-            .find(|(k, _)| k.thumbprint() == *job.thumbprint())
-        else {
+    }
+}
+
+impl<F: Dhcp> Work for Job<F> {
+    fn run(self: Box<Self>, shared: &Shared) {
+        let meta = &self.meta;
+        if is_expired(meta.received, Instant::now(), shared.max_age) {
+            return shared.expired(meta, "queued");
+        }
+        let to: SocketAddr = self.dest.into();
+        let Some(key) = self.keys.key(&meta.thumbprint) else {
             // Cannot happen: the decision was made on this same snapshot. Stay silent regardless.
-            self.metrics.count(family, Outcome::UnknownCertificate);
+            shared.finish(meta, Outcome::UnknownCertificate);
             return;
         };
-        let (datagram, to, sent) = match &job.request {
-            Request::V4 {
-                req,
-                target,
-                source,
-            } => {
-                let kpr = key.answer(&req.nkpu.key_protector);
-                let reply = v4::build_reply(req, &kpr);
-                if is_expired(job.received, Instant::now(), self.send_deadline) {
-                    return self.expired(&job, "answered");
-                }
-                let sent = match &self.v4 {
-                    Some(s) => send_with_retry(|| {
-                        pktinfo::send_v4(s.as_fd(), &reply, *target, job.oif, *source)
-                    }),
-                    None => Err(std::io::Error::other("DHCPv4 socket is off")),
-                };
-                (reply.len(), SocketAddr::V4(*target), sent)
-            }
-            Request::V6 {
-                req,
-                target,
-                source,
-            } => {
-                let kpr = key.answer(&req.nkpu.key_protector);
-                let reply = v6::build_reply(req, &self.server_duid, &kpr);
-                if is_expired(job.received, Instant::now(), self.send_deadline) {
-                    return self.expired(&job, "answered");
-                }
-                let sent = match &self.v6 {
-                    Some(s) => send_with_retry(|| {
-                        pktinfo::send_v6(s.as_fd(), &reply, *target, job.oif, *source)
-                    }),
-                    None => Err(std::io::Error::other("DHCPv6 socket is off")),
-                };
-                (reply.len(), SocketAddr::V6(*target), sent)
-            }
+        let kpr = key.answer(&F::nkpu(&self.req).key_protector);
+        let reply = match F::build(&self.req, &kpr, &shared.server_duid) {
+            Ok(r) => r,
+            Err(e) => return shared.send_failed(meta, to, &e),
         };
-        let elapsed = job.received.elapsed();
+        if is_expired(meta.received, Instant::now(), shared.send_deadline) {
+            return shared.expired(meta, "answered");
+        }
+        let sent =
+            send_with_retry(|| F::send(self.sock.as_fd(), &reply, self.dest, self.oif, self.local));
+        let elapsed = meta.received.elapsed();
         match sent {
             Ok(n) => {
-                self.metrics.count(family, Outcome::Answered);
-                self.metrics.sent(family, n);
-                self.metrics.observe_duration(family, elapsed);
-                tracing::info!(
-                    %family,
-                    client_id = %job.client_id,
-                    client = %job.client_addr,
-                    thumbprint = %hex::encode(job.thumbprint()),
-                    interface = %job.interface,
-                    reply_to = %to,
-                    outcome = Outcome::Answered.as_str(),
-                    latency_us = elapsed.as_micros() as u64,
-                    "Network Unlock request answered"
-                );
+                shared.metrics.sent(meta.family, n);
+                shared.metrics.observe_duration(meta.family, elapsed);
+                if shared.finish(meta, Outcome::Answered) {
+                    tracing::info!(
+                        family = %meta.family,
+                        client_id = %meta.identity,
+                        client = %meta.address,
+                        thumbprint = %hex::encode(meta.thumbprint),
+                        interface = %meta.interface,
+                        reply_to = %to,
+                        outcome = Outcome::Answered.as_str(),
+                        latency_us = elapsed.as_micros() as u64,
+                        "Network Unlock request answered"
+                    );
+                }
             }
-            Err(e) => {
-                self.metrics.send_error(family);
-                tracing::warn!(
-                    %family,
-                    client_id = %job.client_id,
-                    client = %job.client_addr,
-                    interface = %job.interface,
-                    reply_to = %to,
-                    bytes = datagram,
-                    "cannot send the Network Unlock reply: {e} (is there a route to the client or relay?)"
-                );
-            }
+            Err(e) => shared.send_failed(meta, to, &e),
         }
     }
 }
@@ -229,7 +201,7 @@ pub(crate) struct Pool {
 impl Pool {
     pub fn start(
         n: usize,
-        queue: Arc<BoundedQueue<Job>>,
+        queue: Arc<WorkQueue>,
         shared: Arc<Shared>,
     ) -> Result<Self, ResponderError> {
         let mut threads = Vec::with_capacity(n);
@@ -241,7 +213,7 @@ impl Pool {
                 .spawn(move || {
                     while let Some(job) = queue.pop() {
                         shared.metrics.set_queue_depth(queue.len());
-                        shared.process(job);
+                        job.run(&shared);
                     }
                 })
                 .map_err(ResponderError::Spawn)?;

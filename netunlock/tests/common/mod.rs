@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use netunlock::UnlockKey;
+use netunlock::{RejectionSecret, UnlockKey};
 
 pub const CK: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
 pub const SK: &str = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f";
@@ -39,7 +39,7 @@ pub fn identity() -> Arc<certs::UnlockIdentity> {
 }
 
 pub fn unlock_key(secret: u8) -> UnlockKey {
-    UnlockKey::new(identity(), [secret; 32])
+    UnlockKey::new(identity(), &RejectionSecret::from_bytes([secret; 32]))
 }
 
 pub fn server_duid() -> Vec<u8> {
@@ -63,3 +63,4 @@ impl XorShift {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+pub mod netns;

@@ -289,9 +289,14 @@ impl<'a> CertEntry<'a> {
 
 /// The daemon's TOML configuration for a test.
 pub fn config_toml(state_dir: &Path, certs: &[CertEntry<'_>]) -> String {
+    config_toml_with(state_dir, certs, "")
+}
+
+/// Like [`config_toml`], with extra `key = value` lines in `[unlock]` (e.g. `trusted_relays`).
+pub fn config_toml_with(state_dir: &Path, certs: &[CertEntry<'_>], unlock_extra: &str) -> String {
     let mut s = format!(
         "state_dir = {state:?}\n\n[log]\nlevel = \"info,netunlock=debug\"\n\n[metrics]\nlisten = \"{METRICS}\"\n\n\
-         [unlock]\ninterfaces = [\"{SERVER_IF}\"]\nworkers = 2\n\n",
+         [unlock]\ninterfaces = [\"{SERVER_IF}\"]\nworkers = 2\n{unlock_extra}\n\n",
         state = state_dir.display().to_string(),
     );
     for c in certs {

@@ -7,3 +7,4 @@ mod escrow_roles;
 mod escrow_support;
 mod harness;
 mod nkpu;
+mod nkpu_trust;

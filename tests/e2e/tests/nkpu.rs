@@ -18,8 +18,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::harness::{
     CLIENT_IF, CLIENT_V4, CLIENT_V6, CertEntry, Daemon, METRICS, Netns, SERVER_V4, SERVER_V6,
-    Topology, UnlockCert, config_toml, metric, output_text, probe, scrape, scrape_until,
-    skip_reason,
+    Topology, UnlockCert, config_toml, config_toml_with, metric, output_text, probe, scrape,
+    scrape_until, skip_reason,
 };
 
 /// How long "silence" is listened for: longer than the firmware's 2 s retransmission window.
@@ -62,6 +62,18 @@ fn start(
     let daemon = Daemon::start(&topo.server, dir.path(), &config);
     drop(entries);
     (Setup { daemon, topo, dir }, certs)
+}
+
+/// One certificate, enabled, no subnet restriction, extra `[unlock]` settings.
+fn start_one_with(unlock_extra: &str) -> (Setup, UnlockCert) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topo = Topology::new();
+    let cert = UnlockCert::generate(dir.path(), "a");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let config = config_toml_with(&state, &[CertEntry::new(&cert)], unlock_extra);
+    let daemon = Daemon::start(&topo.server, dir.path(), &config);
+    (Setup { daemon, topo, dir }, cert)
 }
 
 /// One certificate, enabled, no subnet restriction.
@@ -253,9 +265,9 @@ fn v4_firmware_style_request_gets_a_reply_that_decrypts_to_our_key() {
 }
 
 #[test]
-fn v4_via_relay_is_answered_to_giaddr_port_67() {
+fn v4_via_a_trusted_relay_is_answered_to_the_relay_port_67() {
     require_netns!();
-    let (setup, cert) = start_one();
+    let (setup, cert) = start_one_with(&format!("trusted_relays = [\"{CLIENT_V4}/32\"]"));
     let (secrets, kp) = new_key_protector(&cert.der).expect("kp");
     let xid = 0x0123_4567;
     let mac = [0x02, 0x10, 0x20, 0x30, 0x40, 0x50];
@@ -282,9 +294,9 @@ fn v4_via_relay_is_answered_to_giaddr_port_67() {
 }
 
 #[test]
-fn v6_relay_forward_is_answered_with_relay_reply() {
+fn v6_relay_forward_from_a_trusted_relay_is_answered_with_relay_reply() {
     require_netns!();
-    let (setup, cert) = start_one();
+    let (setup, cert) = start_one_with(&format!("trusted_relays = [\"{CLIENT_V6}/128\"]"));
     let (secrets, kp) = new_key_protector(&cert.der).expect("kp");
     let xid = [0xab, 0xcd, 0x01];
     let duid = vec![0, 4, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];

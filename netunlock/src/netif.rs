@@ -1,12 +1,24 @@
-//! Which interfaces the responder serves, from getifaddrs(3) and the configured names.
+//! The host's network interfaces and their addresses (getifaddrs(3)), and which of them the responder
+//! serves. Shared by the responder, the probe and the reply-address checks.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use ipnet::{Ipv4Net, Ipv6Net};
 use nix::net::if_::InterfaceFlags;
 
-use super::error::ResponderError;
+/// Listing or finding interfaces failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InterfaceError {
+    #[error(
+        "network interface `{0}` (listed in [unlock] interfaces) does not exist; check `ip link`"
+    )]
+    NoSuchInterface(String),
+
+    #[error("cannot list network interfaces: {0}")]
+    List(#[source] std::io::Error),
+}
 
 /// One network interface, aggregated from all of its getifaddrs entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +28,9 @@ pub struct InterfaceInfo {
     pub up: bool,
     pub loopback: bool,
     pub multicast: bool,
-    pub ipv4: Vec<Ipv4Addr>,
-    pub ipv6: Vec<Ipv6Addr>,
+    /// Addresses with their prefix (the interface's subnets).
+    pub ipv4: Vec<Ipv4Net>,
+    pub ipv6: Vec<Ipv6Net>,
     pub mac: Option<[u8; 6]>,
 }
 
@@ -26,14 +39,31 @@ impl InterfaceInfo {
     pub fn link_local_v6(&self) -> Option<Ipv6Addr> {
         self.ipv6
             .iter()
-            .copied()
-            .find(|a| (a.segments()[0] & 0xffc0) == 0xfe80)
+            .map(Ipv6Net::addr)
+            .find(crate::trust::is_link_local_v6)
+    }
+
+    /// The first IPv4 address.
+    pub fn first_ipv4(&self) -> Option<Ipv4Addr> {
+        self.ipv4.first().map(Ipv4Net::addr)
     }
 }
 
+fn prefix_len(mask: Option<&nix::sys::socket::SockaddrStorage>, v6: bool) -> u8 {
+    let ones = mask.and_then(|m| {
+        if v6 {
+            m.as_sockaddr_in6().map(|s| u128::from(s.ip()).count_ones())
+        } else {
+            m.as_sockaddr_in().map(|s| u32::from(s.ip()).count_ones())
+        }
+    });
+    // No netmask reported: treat the address as a host route.
+    ones.map_or(if v6 { 128 } else { 32 }, |n| n as u8)
+}
+
 /// Lists the host's interfaces (in the current network namespace).
-pub fn list_interfaces() -> Result<Vec<InterfaceInfo>, ResponderError> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| ResponderError::Interfaces(e.into()))?;
+pub fn list_interfaces() -> Result<Vec<InterfaceInfo>, InterfaceError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| InterfaceError::List(e.into()))?;
     let mut by_name: Vec<InterfaceInfo> = Vec::new();
     for a in addrs {
         let pos = match by_name.iter().position(|i| i.name == a.interface_name) {
@@ -59,9 +89,15 @@ pub fn list_interfaces() -> Result<Vec<InterfaceInfo>, ResponderError> {
         entry.multicast |= a.flags.contains(InterfaceFlags::IFF_MULTICAST);
         if let Some(addr) = a.address {
             if let Some(sin) = addr.as_sockaddr_in() {
-                entry.ipv4.push(sin.ip());
+                let len = prefix_len(a.netmask.as_ref(), false);
+                if let Ok(net) = Ipv4Net::new(sin.ip(), len) {
+                    entry.ipv4.push(net);
+                }
             } else if let Some(sin6) = addr.as_sockaddr_in6() {
-                entry.ipv6.push(sin6.ip());
+                let len = prefix_len(a.netmask.as_ref(), true);
+                if let Ok(net) = Ipv6Net::new(sin6.ip(), len) {
+                    entry.ipv6.push(net);
+                }
             } else if let Some(link) = addr.as_link_addr()
                 && let Some(mac) = link.addr()
                 && mac != [0u8; 6]
@@ -75,11 +111,11 @@ pub fn list_interfaces() -> Result<Vec<InterfaceInfo>, ResponderError> {
 }
 
 /// Looks one interface up by name.
-pub fn find_interface(name: &str) -> Result<InterfaceInfo, ResponderError> {
+pub fn find_interface(name: &str) -> Result<InterfaceInfo, InterfaceError> {
     list_interfaces()?
         .into_iter()
         .find(|i| i.name == name)
-        .ok_or_else(|| ResponderError::NoSuchInterface(name.to_string()))
+        .ok_or_else(|| InterfaceError::NoSuchInterface(name.to_string()))
 }
 
 /// The set of interfaces requests are accepted from.
@@ -95,7 +131,7 @@ impl Served {
     /// Picks the served interfaces. `configured` empty = all interfaces; DHCPv6 then joins the multicast
     /// group on every interface that is up, multicast-capable, not loopback and has IPv6. A configured
     /// name that does not exist is an error (a typo must not silently serve nothing).
-    pub fn select(all: &[InterfaceInfo], configured: &[String]) -> Result<Self, ResponderError> {
+    pub fn select(all: &[InterfaceInfo], configured: &[String]) -> Result<Self, InterfaceError> {
         if configured.is_empty() {
             let v6_join = all
                 .iter()
@@ -113,7 +149,7 @@ impl Served {
             let info = all
                 .iter()
                 .find(|i| &i.name == name)
-                .ok_or_else(|| ResponderError::NoSuchInterface(name.clone()))?;
+                .ok_or_else(|| InterfaceError::NoSuchInterface(name.clone()))?;
             let shared: Arc<str> = Arc::from(info.name.as_str());
             if only.insert(info.index, shared.clone()).is_none() {
                 v6_join.push((info.index, shared));
@@ -176,9 +212,9 @@ mod tests {
             up,
             loopback: name == "lo",
             multicast: name != "lo",
-            ipv4: vec![Ipv4Addr::new(10, 0, 0, index as u8)],
+            ipv4: vec![Ipv4Net::new(Ipv4Addr::new(10, 0, 0, index as u8), 24).unwrap()],
             ipv6: if v6 {
-                vec!["fe80::1".parse().unwrap()]
+                vec!["fe80::1/64".parse().unwrap()]
             } else {
                 vec![]
             },
@@ -223,7 +259,10 @@ mod tests {
     #[test]
     fn link_local_is_found() {
         let mut i = iface("eth0", 2, true, false);
-        i.ipv6 = vec!["fd00::1".parse().unwrap(), "fe80::abcd".parse().unwrap()];
+        i.ipv6 = vec![
+            "fd00::1/64".parse().unwrap(),
+            "fe80::abcd/64".parse().unwrap(),
+        ];
         assert_eq!(i.link_local_v6(), Some("fe80::abcd".parse().unwrap()));
     }
 
@@ -234,6 +273,11 @@ mod tests {
             .iter()
             .find(|i| i.loopback)
             .expect("a loopback interface");
-        assert!(lo.ipv4.contains(&Ipv4Addr::LOCALHOST));
+        assert!(lo.ipv4.iter().any(|n| n.addr() == Ipv4Addr::LOCALHOST));
+        assert!(
+            lo.ipv4.iter().any(|n| n.prefix_len() == 8),
+            "the netmask is read: {:?}",
+            lo.ipv4
+        );
     }
 }
