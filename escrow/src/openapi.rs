@@ -148,7 +148,7 @@ fn paths() -> Value {
         (
             "/api/v1/enroll",
             json!({ "post": op(Op { summary: "Enroll a device", description: "Binds the SHA-256 of the TLS client certificate presented on this connection to the computer, using an enrollment token. Needs a client certificate but no bearer token.", tag: "agent", auth: Auth::None, params: vec![], request: Some("EnrollRequest"),
-            responses: vec![ok("201", "enrolled", Some("Device")), bad_request(), err("401", "no client certificate presented"), err("403", "token invalid, or the computer is already enrolled with another certificate"), err("409", "conflict with an existing enrollment"), err("410", "enrollment token expired, revoked or used up"), err("413", "body larger than max_body_bytes")] }) }),
+            responses: vec![ok("201", "enrolled", Some("Device")), bad_request(), err("401", "the enrollment token is unknown, or no client certificate was presented"), err("403", "the device is revoked; an admin must allow re-enrollment"), err("409", "the computer is enrolled with another certificate, or this certificate is bound to another device"), err("410", "enrollment token expired, revoked or used up"), err("413", "body larger than max_body_bytes")] }) }),
         ),
         (
             "/api/v1/agent/escrow",

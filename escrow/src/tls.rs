@@ -205,3 +205,6 @@ impl TlsReloader {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod agent_key_tests;

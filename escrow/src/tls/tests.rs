@@ -11,13 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use super::*;
 use crate::client::{ServerTrust, client_tls_config};
 
-struct Pair {
-    cert: PathBuf,
-    key: PathBuf,
-    der: Vec<u8>,
+pub(super) struct Pair {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) der: Vec<u8>,
 }
 
-fn write_pair(dir: &Path, name: &str) -> Pair {
+pub(super) fn write_pair(dir: &Path, name: &str) -> Pair {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
@@ -32,12 +32,16 @@ fn write_pair(dir: &Path, name: &str) -> Pair {
 
 /// Accepts one TLS connection, answers with the SHA-256 of the client certificate (or "none").
 async fn serve_one(listener: &TcpListener, reloader: &TlsReloader) -> Result<(), String> {
+    serve_with(listener, reloader.acceptor()).await
+}
+
+/// `serve_one` with a given acceptor (e.g. a configuration limited to one TLS version).
+pub(super) async fn serve_with(
+    listener: &TcpListener,
+    acceptor: TlsAcceptor,
+) -> Result<(), String> {
     let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-    let mut tls = reloader
-        .acceptor()
-        .accept(tcp)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
     let peer = tls
         .get_ref()
         .1
@@ -51,7 +55,7 @@ async fn serve_one(listener: &TcpListener, reloader: &TlsReloader) -> Result<(),
     tls.shutdown().await.map_err(|e| e.to_string())
 }
 
-async fn connect(
+pub(super) async fn connect(
     addr: std::net::SocketAddr,
     config: rustls::ClientConfig,
 ) -> Result<String, String> {
@@ -69,7 +73,7 @@ async fn connect(
     Ok(out)
 }
 
-fn pinned(der: &[u8]) -> ServerTrust {
+pub(super) fn pinned(der: &[u8]) -> ServerTrust {
     ServerTrust::PinnedSha256(cert_sha256_hex(der))
 }
 
@@ -167,7 +171,7 @@ async fn a_client_certificate_is_optional_and_its_hash_is_visible_to_the_server(
 
 /// Presents certificate A but signs the handshake with key B: the stolen-certificate case.
 #[derive(Debug)]
-struct WrongKeyResolver(Arc<CertifiedKey>);
+pub(super) struct WrongKeyResolver(pub(super) Arc<CertifiedKey>);
 
 impl ResolvesClientCert for WrongKeyResolver {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {

@@ -1,4 +1,5 @@
 //! End-to-end tests against the real netunlockd binary.
+mod agent_contract;
 mod daemon;
 mod escrow;
 mod escrow_durability;
