@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod config;
+mod group;
 mod health;
 mod keys;
 mod logging;

@@ -21,7 +21,13 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
     let (status, body) = super::block_on(get_healthz(addr))?;
     let body: serde_json::Value =
         serde_json::from_str(&body).context("the daemon sent an unreadable health report")?;
-    for key in ["responder", "database", "certificates", "audit_chain"] {
+    for key in [
+        "responder",
+        "database",
+        "certificates",
+        "audit_chain",
+        "group",
+    ] {
         let state = body[key]["state"].as_str().unwrap_or("?");
         let detail = body[key]["detail"].as_str().unwrap_or("");
         println!("{key:<13} {state:<9} {detail}");
