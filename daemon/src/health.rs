@@ -22,6 +22,8 @@ pub(crate) enum CheckState {
     Disabled,
     /// Not checked yet.
     Unknown,
+    /// Working, but not as configured (a group member answering everything without its database).
+    Degraded,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +51,12 @@ impl Check {
             detail: "disabled in the configuration".into(),
         }
     }
+    pub(crate) fn degraded(detail: impl Into<String>) -> Self {
+        Self {
+            state: CheckState::Degraded,
+            detail: detail.into(),
+        }
+    }
     pub(crate) fn unknown() -> Self {
         Self {
             state: CheckState::Unknown,
@@ -68,6 +76,8 @@ pub(crate) struct HealthReport {
     pub(crate) database: Check,
     pub(crate) certificates: Check,
     pub(crate) audit_chain: Check,
+    /// Sharing the unlock work with other appliances (issue 11).
+    pub(crate) group: Check,
 }
 
 impl HealthReport {
@@ -87,11 +97,22 @@ impl HealthReport {
             database,
             certificates,
             audit_chain,
+            group: Check::disabled(),
         }
     }
 
+    /// The same report with the group's check: a degraded group makes the whole report
+    /// "degraded" (still serving, so /healthz stays 200), never "failed".
+    pub(crate) fn with_group(mut self, group: Check) -> Self {
+        if self.status == "ok" && group.state == CheckState::Degraded {
+            self.status = "degraded";
+        }
+        self.group = group;
+        self
+    }
+
     pub(crate) fn healthy(&self) -> bool {
-        self.status == "ok"
+        self.status != "failed"
     }
 
     /// The watchdog only needs the daemon to be alive and serving, not every certificate valid:

@@ -37,6 +37,7 @@ pub use model::{
 };
 pub use sealing::Kek;
 pub use server::{EscrowServer, EscrowServerConfig, ServerLimits};
+pub use service::membership::{MemberSeen, Membership};
 pub use service::{Clock, EscrowService, ManualClock, SystemClock};
 pub use store::Backend;
 pub use tls::TlsReloader;

@@ -2,6 +2,7 @@
 //! Validation is pure; `load` is the only function that touches the filesystem.
 
 mod plain;
+pub(crate) mod group;
 pub(crate) mod wire;
 
 use std::net::{SocketAddr, SocketAddrV4};
@@ -56,6 +57,8 @@ pub(crate) struct UnlockSettings {
     pub(crate) relay_share: u32,
     /// Empty: the daemon generates and uses the certificate in `<state>/network-unlock/`.
     pub(crate) certificates: Vec<CertificateSettings>,
+    /// Several appliances sharing the work (issue 11); None for a single appliance.
+    pub(crate) group: Option<group::GroupSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +175,13 @@ pub(crate) fn validate(
     } else {
         None
     };
+    let unlock = match unlock {
+        Some(u) => Some(UnlockSettings {
+            group: group::validate(wire.unlock.group.as_ref(), escrow.as_ref())?,
+            ..u
+        }),
+        None => None,
+    };
     if unlock.is_none() && escrow.is_none() {
         bail!("both [unlock] and [escrow] are disabled: there would be nothing to serve");
     }
@@ -259,6 +269,7 @@ fn validate_unlock(wire: &WireConfig) -> Result<UnlockSettings> {
         trusted_relays: u.trusted_relays.iter().map(ipnet::IpNet::trunc).collect(),
         relay_share: u.relay_share,
         certificates,
+        group: None,
     })
 }
 

@@ -139,6 +139,8 @@ pub(crate) struct WireUnlock {
     /// Network Unlock certificates. Empty: one is generated in the state directory on first start.
     #[serde(default)]
     pub(crate) certificate: Vec<WireCertificate>,
+    /// `[unlock.group]`: share the work with other appliances (see docs/scale-out.md).
+    pub(crate) group: Option<super::group::WireGroup>,
 }
 
 impl Default for WireUnlock {
@@ -164,6 +166,7 @@ impl Default for WireUnlock {
             trusted_relays: Vec::new(),
             relay_share: default_relay_share(),
             certificate: Vec::new(),
+            group: None,
         }
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct HealthSources {
     pub(crate) loaded: Option<Arc<Mutex<Vec<LoadedCertificate>>>>,
     /// The escrow service and the `netunlockd_audit_chain_ok` gauge the audit check keeps current.
     pub(crate) escrow: Option<(escrow::EscrowService, prometheus::IntGauge)>,
+    /// The unlock group's state, when this appliance is a member of one.
+    pub(crate) group: Option<crate::group::GroupHandle>,
 }
 
 /// How often the health report is refreshed, the audit chain check included (it is incremental:
@@ -82,7 +84,11 @@ async fn evaluate(
             Err(e) => Check::failed(format!("cannot read the audit log: {e}")),
         };
     }
-    HealthReport::new(responder, database, certificates, audit.last.clone())
+    let group = sources
+        .group
+        .as_ref()
+        .map_or_else(Check::disabled, |g| g.health());
+    HealthReport::new(responder, database, certificates, audit.last.clone()).with_group(group)
 }
 
 /// The first health report, computed before READY so `/healthz` and `netunlockd status` are

@@ -24,6 +24,8 @@ pub(crate) struct UnlockRuntime {
     pub(crate) rejection_secret: Arc<RejectionSecret>,
     pub(crate) trusted_relays: Arc<ArcSwap<TrustedRelays>>,
     pub(crate) generated_cer: Option<std::path::PathBuf>,
+    /// The group heartbeat engine, when this appliance shares the work (issue 11).
+    pub(crate) group: Option<crate::group::Engine>,
 }
 
 pub(crate) struct EscrowRuntime {
@@ -106,6 +108,11 @@ impl Components {
         if let Some(u) = self.unlock {
             reloaders.health_sources.heartbeat = Some(u.responder.heartbeat());
             reloaders.health_sources.loaded = Some(u.loaded.clone());
+            if let Some(engine) = u.group {
+                reloaders.health_sources.group = Some(engine.state());
+                let token = shutdown.clone();
+                tasks.spawn(async move { engine.run(token).await });
+            }
             reloaders.unlock = Some(UnlockReload {
                 keys: u.keys,
                 metrics: u.metrics,
@@ -167,12 +174,17 @@ fn start_unlock(
         recv_buffer_bytes: u.receive_buffer_bytes,
         server_duid: state.server_duid(true)?,
     };
-    let responder = Responder::bind(
-        responder_config,
-        keys.clone(),
-        metrics.clone(),
-        Hooks::default(),
-    )?;
+    // A group member answers only its share; the engine never blocks start-up on the database.
+    let group = u
+        .group
+        .as_ref()
+        .map(|g| crate::group::Engine::new(g, registry))
+        .transpose()?;
+    let mut hooks = Hooks::default();
+    if let Some(engine) = &group {
+        hooks.ownership = engine.state();
+    }
+    let responder = Responder::bind(responder_config, keys.clone(), metrics.clone(), hooks)?;
     let trusted_relays = responder.trusted_relays();
     Ok(UnlockRuntime {
         responder,
@@ -182,6 +194,7 @@ fn start_unlock(
         rejection_secret,
         trusted_relays,
         generated_cer,
+        group,
     })
 }
 

@@ -11,6 +11,7 @@ mod devices;
 mod escrow_batch;
 mod helpdesk;
 mod keys;
+pub mod membership;
 mod operators;
 mod reports;
 

@@ -14,6 +14,7 @@ pub(crate) mod backup;
 pub(crate) mod devices;
 pub(crate) mod keyring;
 pub(crate) mod keys;
+pub(crate) mod membership;
 pub(crate) mod operators;
 pub(crate) mod reports;
 pub(crate) mod tokens;

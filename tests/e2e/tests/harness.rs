@@ -63,7 +63,7 @@ pub struct Netns {
 }
 
 impl Netns {
-    fn create(name: String) -> Self {
+    pub fn create(name: String) -> Self {
         ip(&["netns", "add", &name]);
         let ns = Self { name };
         // No duplicate address detection: addresses are usable at once (no sleeping on DAD).

@@ -1,0 +1,54 @@
+//! Several appliances as one (issue 11), DHCPv6 through a relay to three members. The members start
+//! while PostgreSQL is down (start-up never waits for it): they answer everything until it is up,
+//! then share, exactly once; a kill -9 mid-storm loses no client past its retry.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use crate::group::{
+    RATE, answered_now, assert_exactly_once_and_even, kill_mid_storm, require_group_rig,
+    wait_health,
+};
+use crate::group_rig::{Fam, Rig, boots, group_skip_reason, storm};
+
+const SETTLE: Duration = Duration::from_millis(1500);
+
+#[test]
+fn v6_group_starts_without_its_database_then_shares_once_and_survives_a_kill() {
+    require_group_rig!();
+    // The database is down at start: every member still becomes ready and answers every request.
+    let mut rig = Rig::start(Fam::V6, false);
+    rig.wait_degraded(Duration::from_secs(5));
+    let h = wait_health(&rig, 2, "\"degraded\"");
+    assert!(h.contains(" 200 "), "{h}");
+    let sock = rig.client_socket();
+    let dest = rig.destination();
+    let tally = storm(
+        &sock,
+        dest,
+        &boots(Fam::V6, &rig.cert, 1, 150),
+        RATE,
+        false,
+        SETTLE,
+        |_| {},
+    );
+    let (bad, examples) = tally.not_exactly(3);
+    assert_eq!(
+        bad,
+        0,
+        "without the database all three answer: {examples:?}\n{}",
+        rig.logs()
+    );
+
+    // The database comes up: sharing starts, each of 3,000 clients answered exactly once.
+    rig.pg.start();
+    rig.wait_sharing(3, Duration::from_secs(10));
+    let before = answered_now(&rig);
+    let clients = boots(Fam::V6, &rig.cert, 1_001, 3000);
+    let tally = storm(&sock, dest, &clients, RATE, false, SETTLE, |_| {});
+    assert_exactly_once_and_even(&rig, &tally, &before, "v6 storm of 3000");
+    drop(sock);
+
+    kill_mid_storm(&mut rig, 10_001, 900);
+}
