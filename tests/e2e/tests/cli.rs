@@ -139,7 +139,7 @@ fn a_password_protected_pfx_is_inspected_with_a_password_file() {
     use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
     use rustls_pki_types::pem::PemObject;
     let dir = tempfile::tempdir().unwrap();
-    let generated = certs::generate_unlock_certificate("e2e pfx", 30).unwrap();
+    let generated = certs::generate_unlock_certificate("e2e pfx", 3650).unwrap();
     let key_der =
         rustls_pki_types::PrivateKeyDer::from_pem_slice(generated.key_pkcs8_pem.as_bytes())
             .unwrap();

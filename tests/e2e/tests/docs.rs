@@ -164,7 +164,7 @@ async fn documented_commands_run_against_a_test_daemon() {
     // The generated Network Unlock certificate, as the packaged daemon keeps it.
     let unlock_dir = state.join("network-unlock");
     std::fs::create_dir_all(&unlock_dir).unwrap();
-    let generated = certs::generate_unlock_certificate("docs test", 30).unwrap();
+    let generated = certs::generate_unlock_certificate("docs test", 3650).unwrap();
     certs::write_unlock_files(&unlock_dir, "network-unlock", &generated).unwrap();
     // The working directory holds what docs copy "here" (network-unlock.cer, escrow.pem).
     let cwd = root.join("cwd");
