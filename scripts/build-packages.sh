@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Builds the release binary once, generates man pages and completions from it, and packages it as
-# a .deb (cargo-deb) and an .rpm (cargo-generate-rpm) into dist/, with SHA256SUMS.
+# a .deb (cargo-deb) and an .rpm (rpmbuild, packaging/rpm/netunlockd.spec) into dist/, with SHA256SUMS.
 #
 #   scripts/build-packages.sh                      -> dist/netunlockd_<ver>-1_amd64.deb, .rpm, SHA256SUMS
 #   DEB_REVISION=2 scripts/build-packages.sh       -> same version, Debian revision 2 (upgrade tests)
 #   DIST_DIR=/tmp/x scripts/build-packages.sh      -> another output folder
 #   PROFILE=dev scripts/build-packages.sh          -> package the debug build (quick local iteration)
+#   CARGO_TARGET_DIR=/tmp/t scripts/build-packages.sh  -> build in (and package from) another target dir
 #
-# cargo-deb and cargo-generate-rpm are installed with `cargo install --locked` at pinned versions
-# when missing (about 3 minutes each on 2 cores; CI machines keep ~/.cargo/bin between runs).
+# cargo-deb is installed with `cargo install --locked` at a pinned version when missing (about 3
+# minutes on 2 cores; CI machines keep ~/.cargo/bin between runs); rpmbuild comes from the `rpm`
+# package (apt-get install rpm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_DEB_VERSION=3.8.0
-CARGO_GENERATE_RPM_VERSION=0.21.1
 PROFILE="${PROFILE:-release}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 DIST_DIR="${DIST_DIR:-dist}"
 DEB_REVISION="${DEB_REVISION:-1}"
 
@@ -29,11 +31,11 @@ install_tool() { # <cargo subcommand> <crate> <version>
     cargo install --locked --version "=$3" "$2"
 }
 install_tool deb cargo-deb "$CARGO_DEB_VERSION"
-install_tool generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
+command -v rpmbuild >/dev/null || die "rpmbuild is missing: apt-get install rpm (or dnf install rpm-build)"
 
 case "$PROFILE" in
-    release) bin=target/release/netunlockd ;;
-    dev) bin=target/debug/netunlockd ;;
+    release) bin="$TARGET_DIR/release/netunlockd" ;;
+    dev) bin="$TARGET_DIR/debug/netunlockd" ;;
     *) die "PROFILE must be release or dev" ;;
 esac
 
@@ -65,7 +67,7 @@ gzip -9n "$ASSETS"/man/*.8
 mkdir -p "$ASSETS/bin"
 strip --strip-unneeded --remove-section=.comment --remove-section=.note -o "$ASSETS/bin/netunlockd" "$bin"
 
-[[ -f agent/netunlockd-agent.ps1 ]] || die "agent/netunlockd-agent.ps1 is missing (it ships in /usr/share/doc/netunlockd/agent/)"
+[[ -f agent/netunlockd-agent.ps1 ]] || die "agent/netunlockd-agent.ps1 is missing (it ships in /usr/share/netunlockd/agent/)"
 
 mkdir -p "$DIST_DIR"
 rm -f "$DIST_DIR"/netunlockd_*.deb "$DIST_DIR"/netunlockd-*.rpm "$DIST_DIR"/SHA256SUMS
@@ -74,10 +76,35 @@ rm -f "$DIST_DIR"/netunlockd_*.deb "$DIST_DIR"/netunlockd-*.rpm "$DIST_DIR"/SHA2
 SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || date +%s)"
 export SOURCE_DATE_EPOCH
 
+# cargo-deb finds the assets under the target dir cargo reports (CARGO_TARGET_DIR included).
 cargo deb -p netunlockd --no-build --no-strip --profile "$PROFILE" --deb-revision "$DEB_REVISION" \
     --output "$DIST_DIR/" >&2
-cargo generate-rpm -p daemon --profile "$PROFILE" \
-    -s "release = \"$DEB_REVISION\"" --output "$DIST_DIR/" >&2
+
+# The spec with the scriptlets (the files under packaging/rpm/) put in before %changelog, which
+# must come last; `%` in them is doubled so rpmbuild does not take it for a macro.
+RPM_TOP="$(mktemp -d)"
+trap 'rm -rf "$RPM_TOP"' EXIT
+VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
+{
+    sed '/^%changelog/,$d' packaging/rpm/netunlockd.spec
+    for part in pre:pre_install post:post_install preun:pre_uninstall postun:post_uninstall; do
+        printf '%%%s\n' "${part%%:*}"
+        sed 's/%/%%/g' "packaging/rpm/${part#*:}.sh"
+        printf '\n'
+    done
+    sed -n '/^%changelog/,$p' packaging/rpm/netunlockd.spec
+} >"$RPM_TOP/netunlockd.spec"
+rpmbuild -bb --quiet \
+    --define "_topdir $RPM_TOP" \
+    --define "version $VERSION" \
+    --define "release $DEB_REVISION" \
+    --define "srcdir $PWD" \
+    --define "assets $(cd "$ASSETS" && pwd)" \
+    --define "_source_date_epoch_from_changelog 0" \
+    --define "use_source_date_epoch_as_buildtime 1" \
+    --define "clamp_mtime_to_source_date_epoch 1" \
+    "$RPM_TOP/netunlockd.spec" >&2
+cp "$RPM_TOP"/RPMS/*/netunlockd-*.rpm "$DIST_DIR/"
 
 (cd "$DIST_DIR" && sha256sum netunlockd_*.deb netunlockd-*.rpm > SHA256SUMS)
 log "packages in $DIST_DIR:"

@@ -57,8 +57,17 @@ pub(crate) fn load(
 ) -> Result<(KeyStore, Vec<LoadedCertificate>)> {
     let wds = match &unlock.subnet_policy {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
+            let bytes = std::fs::read(path).with_context(|| {
                 format!("cannot read the subnet policy file {}", path.display())
+            })?;
+            // Notepad saves UTF-16 with a byte-order mark; anything else undecodable gets the
+            // command that converts it.
+            let text = netunlock::decode_ini_bytes(&bytes).with_context(|| {
+                format!(
+                    "cannot decode the subnet policy file {p}; convert it to UTF-8 with \
+                     `iconv -f UTF-16LE -t UTF-8 {p} -o {p}.utf8` and point subnet_policy at the result",
+                    p = path.display()
+                )
             })?;
             Some(netunlock::parse_wds_ini(&text).with_context(|| {
                 format!(
@@ -102,16 +111,20 @@ pub(crate) fn load(
     Ok((store, summary))
 }
 
+/// The first line of a .pfx password file (which must be private, like a key).
+pub(crate) fn read_pfx_password(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    check_private_file(path, "the .pfx password file")?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+    );
+    Ok(zeroize::Zeroizing::new(
+        text.lines().next().unwrap_or("").to_string(),
+    ))
+}
+
 fn load_identity(settings: &CertificateSettings) -> Result<certs::UnlockIdentity> {
     let password = match &settings.pfx_password_file {
-        Some(p) => {
-            check_private_file(p, "the .pfx password file")?;
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
-            Some(zeroize::Zeroizing::new(
-                text.lines().next().unwrap_or("").to_string(),
-            ))
-        }
+        Some(p) => Some(read_pfx_password(p)?),
         None => None,
     };
     match &settings.key {

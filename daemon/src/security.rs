@@ -28,14 +28,23 @@ pub(crate) fn make_undumpable() -> Result<()> {
     Ok(())
 }
 
-/// Root is not needed: the packaged unit runs as `netunlockd` with CAP_NET_BIND_SERVICE.
+/// Root works (the README's first try runs the binary with sudo) but is more than the daemon needs;
+/// daily operation belongs to the packaged unit, which runs as `netunlockd` with only
+/// CAP_NET_BIND_SERVICE.
 pub(crate) fn warn_if_root() {
     if nix::unistd::geteuid().is_root() {
         tracing::warn!(
-            "running as root; this is not needed — run as an unprivileged user with CAP_NET_BIND_SERVICE \
-             (the packaged systemd unit does this)"
+            "running as root: fine for a first try; for daily operation install the .deb or .rpm and use \
+             `systemctl enable --now netunlockd` (the unit runs as the netunlockd user with only CAP_NET_BIND_SERVICE)"
         );
     }
+}
+
+/// Files the daemon and the local CLI tools create in the state directory (the SQLite database
+/// and its WAL, the DUID, keys) hold or guard secrets: create them 0600 whatever umask the caller
+/// had. Files meant to be shared (.cer, .pem) set their mode explicitly and stay readable.
+pub(crate) fn private_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }
 
 /// A private key file must not be readable or writable by group or others. The rule lives in

@@ -36,6 +36,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode> {
     logging::init(&config.log_filter, config.log_format)?;
     security::make_undumpable()?;
     security::warn_if_root();
+    security::private_umask();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -73,7 +74,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<()> {
         None => None,
     };
     let metrics_addr: Option<SocketAddr> = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
-    summary::log(&config, &components, metrics_addr);
+    summary::log(&config, &components, metrics_addr).await;
 
     let mut tasks = tokio::task::JoinSet::new();
     let reloaders = components.spawn(&mut tasks, &shutdown);

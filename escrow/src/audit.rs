@@ -9,6 +9,10 @@ use time::OffsetDateTime;
 
 use crate::model::AuditOutcome;
 
+mod watch;
+
+pub use watch::{ChainCheckpoint, ChainWatch};
+
 pub const GENESIS_PREV: [u8; 32] = [0u8; 32];
 const DOMAIN: &[u8] = b"netunlockd-audit-v1\0";
 
@@ -143,7 +147,7 @@ pub enum ChainVerification {
 }
 
 /// Incremental verifier: feed records in `seq` order, then `finish` with the stored chain head.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChainVerifier {
     expected_seq: i64,
     prev_hash: Vec<u8>,
@@ -161,6 +165,29 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// Continues after a verified position (the records up to it are not read again).
+    pub fn resume(cp: &ChainCheckpoint) -> Self {
+        Self {
+            expected_seq: cp.seq + 1,
+            prev_hash: cp.hash.clone(),
+            count: cp.count,
+        }
+    }
+
+    /// The position verified so far.
+    pub fn checkpoint(&self) -> ChainCheckpoint {
+        ChainCheckpoint {
+            seq: self.expected_seq - 1,
+            hash: self.prev_hash.clone(),
+            count: self.count,
+        }
+    }
+
+    /// The seq of the last record pushed (0 before the first).
+    pub fn last_seq(&self) -> i64 {
+        self.expected_seq - 1
+    }
+
     pub fn push(&mut self, r: &AuditRecord) -> Result<(), ChainVerification> {
         if r.seq != self.expected_seq {
             let reason = if r.seq > self.expected_seq {
@@ -274,7 +301,7 @@ mod tests {
         r
     }
 
-    fn chain(n: i64) -> Vec<AuditRecord> {
+    pub(super) fn chain(n: i64) -> Vec<AuditRecord> {
         let mut v: Vec<AuditRecord> = Vec::new();
         for s in 1..=n {
             let prev = v

@@ -25,7 +25,7 @@ pub mod store;
 pub mod tls;
 
 pub use api::wire;
-pub use audit::{AuditFilter, AuditRecord, ChainVerification};
+pub use audit::{AuditFilter, AuditRecord, ChainCheckpoint, ChainVerification, ChainWatch};
 pub use client::{ApiClient, ApiClientConfig, ServerTrust};
 pub use error::EscrowError;
 pub use model::{

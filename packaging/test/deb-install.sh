@@ -61,10 +61,12 @@ for f in /usr/lib/systemd/system/netunlockd.service /usr/lib/sysusers.d/netunloc
     /usr/share/bash-completion/completions/netunlockd /usr/share/zsh/vendor-completions/_netunlockd \
     /usr/share/fish/vendor_completions.d/netunlockd.fish /usr/share/doc/netunlockd/install.md \
     /usr/share/doc/netunlockd/hardening.md /usr/share/doc/netunlockd/operations.md \
-    /usr/share/doc/netunlockd/agent/netunlockd-agent.ps1 /usr/share/doc/netunlockd/copyright \
-    /usr/share/doc/netunlockd/changelog.Debian.gz /usr/share/doc/netunlockd/examples/credentials.conf; do
+    /usr/share/netunlockd/agent/netunlockd-agent.ps1 /usr/share/doc/netunlockd/copyright \
+    /usr/share/doc/netunlockd/changelog.Debian.gz /usr/share/netunlockd/examples/credentials.conf \
+    /usr/share/netunlockd/examples/prometheus-alerts.yml /usr/lib/firewalld/services/netunlockd.xml; do
     expect_eq "$f" "$(mode_of "$f")" "644 root root"
 done
+check "the Apache-2.0 licence text is in the copyright file" grep -q 'Apache License' "$ROOT/usr/share/doc/netunlockd/copyright"
 check "conffile registered: /etc/netunlockd/netunlockd.toml" \
     sh -c "chroot '$ROOT' dpkg-query -W -f='\${Conffiles}' netunlockd | grep -q '/etc/netunlockd/netunlockd.toml'"
 check "netunlockd --version" sh -c "chroot '$ROOT' /usr/bin/netunlockd --version | grep -qF '$UPSTREAM'"

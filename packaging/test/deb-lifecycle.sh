@@ -5,8 +5,8 @@
 
 # ---------------------------------------------------------------------------------------------
 stage "deb: upgrade to revision 2 with data kept"
-fingerprint() { # what must survive an upgrade
-    (cd "$ROOT/var/lib/netunlockd" && sha256sum network-unlock/network-unlock.cer network-unlock/network-unlock.key \
+fingerprint() { # what must survive an upgrade (and a purge, moved aside); STATE_DIR: where it is
+    (cd "$ROOT${STATE_DIR:-/var/lib/netunlockd}" && sha256sum network-unlock/network-unlock.cer network-unlock/network-unlock.key \
         kek.bin escrow.db 2>&1)
 }
 before="$(fingerprint)"
@@ -48,7 +48,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-stage "deb: remove (state kept), purge (state gone)"
+stage "deb: remove (state kept), purge (state moved aside to /var/backups/netunlockd)"
 after_upgrade="$(fingerprint)"
 if in_root dpkg -r netunlockd >"$WORK/remove.txt" 2>&1 </dev/null; then ok "dpkg -r netunlockd"; else bad "dpkg -r netunlockd"; sed 's/^/    /' "$WORK/remove.txt"; fi
 check "binary removed" test ! -e "$ROOT/usr/bin/netunlockd"
@@ -57,7 +57,15 @@ expect_eq "keys, KEK and database kept on remove" "$(fingerprint)" "$after_upgra
 check "conffile kept on remove" test -f "$ROOT/etc/netunlockd/netunlockd.toml"
 check "user kept on remove" sh -c "chroot '$ROOT' getent passwd netunlockd"
 if in_root dpkg -P netunlockd >"$WORK/purge.txt" 2>&1 </dev/null; then ok "dpkg -P netunlockd"; else bad "dpkg -P netunlockd"; sed 's/^/    /' "$WORK/purge.txt"; fi
-check "state directory gone on purge" test ! -e "$ROOT/var/lib/netunlockd"
+check "state directory gone from /var/lib on purge" test ! -e "$ROOT/var/lib/netunlockd"
+check "purge says where the state was kept" grep -q 'purge kept the Network Unlock key.*/var/backups/netunlockd/state-' "$WORK/purge.txt"
+kept_dir="$(ls -d "$ROOT"/var/backups/netunlockd/state-* 2>/dev/null | head -n1)"
+expect_eq "/var/backups/netunlockd is private" "$(stat -c %a "$ROOT/var/backups/netunlockd" 2>/dev/null)" 700
+if [[ -n "$kept_dir" ]]; then
+    expect_eq "purge kept keys, KEK and database intact" "$(STATE_DIR="${kept_dir#"$ROOT"}" fingerprint)" "$after_upgrade"
+else
+    bad "purge kept no copy of the state under /var/backups/netunlockd"
+fi
 check "config directory gone on purge" test ! -e "$ROOT/etc/netunlockd"
 check "config statoverride gone on purge" sh -c "! chroot '$ROOT' dpkg-statoverride --list /etc/netunlockd/netunlockd.toml"
 check "user kept on purge (Debian policy; documented in install.md)" sh -c "chroot '$ROOT' getent passwd netunlockd"

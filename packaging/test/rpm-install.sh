@@ -29,6 +29,9 @@ check "rpm: upgrade kept the edited config (noreplace)" grep -q '^level = "debug
 check "rpm: upgrade kept the state" test -s "$RROOT/var/lib/netunlockd/kek.bin"
 if rq -e netunlockd >"$WORK/rpm-erase.txt" 2>&1; then ok "rpm -e netunlockd"; else bad "rpm -e"; sed 's/^/    /' "$WORK/rpm-erase.txt"; fi
 check "rpm: binary removed on erase" test ! -e "$RROOT/usr/bin/netunlockd"
-check "rpm: state kept on erase" test -s "$RROOT/var/lib/netunlockd/kek.bin"
+check "rpm: erase moved the state out of /var/lib" test ! -e "$RROOT/var/lib/netunlockd"
+check "rpm: erase says where the state was kept" grep -q 'erase kept the Network Unlock key.*/var/backups/netunlockd/state-' "$WORK/rpm-erase.txt"
+check "rpm: erase kept the state under /var/backups/netunlockd" sh -c "test -s $RROOT/var/backups/netunlockd/state-*/kek.bin"
+expect_eq "rpm: /var/backups/netunlockd is private" "$(stat -c %a "$RROOT/var/backups/netunlockd" 2>/dev/null)" 700
 check "rpm: edited config saved as .rpmsave" test -f "$RROOT/etc/netunlockd/netunlockd.toml.rpmsave"
 

@@ -5,7 +5,9 @@
 # (WORK, DEB1, RPM1, UPSTREAM) it uses.
 
 # ---------------------------------------------------------------------------------------------
-stage "lint: lintian, rpmlint"
+stage "lint: lintian, rpmlint, package synopsis"
+synopsis="$(dpkg-deb -f "$DEB1" Description | head -n1)"
+if ((${#synopsis} < 80)); then ok "deb synopsis under 80 characters: $synopsis"; else bad "deb synopsis is ${#synopsis} characters: $synopsis"; fi
 # Overrides ship inside the .deb (/usr/share/lintian/overrides/netunlockd), each with its reason.
 if lintian --fail-on error --display-info --tag-display-limit 0 "$DEB1" >"$WORK/lintian.txt" 2>&1; then
     ok "lintian: no errors"
@@ -78,8 +80,10 @@ for f in /usr/bin/netunlockd /usr/lib/systemd/system/netunlockd.service /usr/lib
     /usr/share/man/man8/netunlockd-serve.8.gz /usr/share/bash-completion/completions/netunlockd \
     /usr/share/zsh/site-functions/_netunlockd /usr/share/fish/vendor_completions.d/netunlockd.fish \
     /usr/share/doc/netunlockd/install.md /usr/share/doc/netunlockd/hardening.md \
-    /usr/share/doc/netunlockd/operations.md /usr/share/doc/netunlockd/agent/netunlockd-agent.ps1 \
-    /usr/share/doc/netunlockd/examples/prometheus-alerts.yml; do
+    /usr/share/doc/netunlockd/operations.md /usr/share/netunlockd/agent/netunlockd-agent.ps1 \
+    /usr/share/netunlockd/examples/prometheus-alerts.yml /usr/share/netunlockd/examples/credentials.conf \
+    /usr/lib/firewalld/services/netunlockd.xml /usr/share/licenses/netunlockd/LICENSE \
+    /etc/netunlockd /var/lib/netunlockd /usr/share/doc/netunlockd /usr/share/netunlockd; do
     check "rpm -qlp lists $f" grep -qx "$f" "$WORK/rpm-files.txt"
 done
 # --dump: path size mtime digest mode owner group isconfig isdoc rdev symlink
@@ -103,6 +107,18 @@ check "rpm %preun disables and stops on erase" grep -q 'disable --now netunlockd
 check "rpm %postun restarts on upgrade" grep -q 'try-restart netunlockd.service' "$WORK/rpm-scripts.txt"
 for s in preinstall postinstall preuninstall postuninstall; do
     check "rpm has a $s scriptlet" grep -q "^$s scriptlet" "$WORK/rpm-scripts.txt"
+done
+rpm -qp --qf '[%{REQUIRENEVRS} %{REQUIREFLAGS:deptype}\n]' "$RPM1" >"$WORK/rpm-deptypes.txt" 2>/dev/null || true
+for tool in /usr/sbin/useradd /usr/sbin/groupadd /usr/bin/getent; do
+    check "rpm Requires(pre): $tool" grep -qE "^$tool pre" "$WORK/rpm-deptypes.txt"
+done
+expect_eq "rpm owns /var/lib/netunlockd (mode, owner)" "$(dump_field /var/lib/netunlockd 5) $(dump_field /var/lib/netunlockd 6):$(dump_field /var/lib/netunlockd 7)" "040750 netunlockd:netunlockd"
+expect_eq "rpm: LICENSE is %license" "$(rpm -qpL "$RPM1" 2>/dev/null)" /usr/share/licenses/netunlockd/LICENSE
+check "rpm has a %changelog" sh -c "rpm -qp --changelog '$RPM1' | grep -q 'First release'"
+check "rpm has a long description" sh -c "rpm -qp --qf '%{DESCRIPTION}' '$RPM1' | grep -q 'TPM+PIN'"
+check "rpm has a URL" sh -c "rpm -qp --qf '%{URL}' '$RPM1' | grep -q '^https://'"
+for port in 'udp" port="67"' 'udp" port="547"' 'tcp" port="8443"'; do
+    check "firewalld service opens ${port//\"/}" grep -qF "$port" packaging/firewalld/netunlockd.xml
 done
 rpm -qpR "$RPM1" >"$WORK/rpm-requires.txt" 2>/dev/null || true
 check "rpm requires /usr/sbin/useradd" grep -q '^/usr/sbin/useradd' "$WORK/rpm-requires.txt"

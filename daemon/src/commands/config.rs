@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use crate::cli::ConfigCommand;
 use crate::config::Config;
 use crate::keys;
+use crate::output;
 use crate::state::StateDir;
 
 pub(crate) fn run(cmd: ConfigCommand) -> Result<ExitCode> {
@@ -16,12 +17,12 @@ pub(crate) fn run(cmd: ConfigCommand) -> Result<ExitCode> {
             let state = StateDir::new(&cfg.state_dir);
             let report = super::block_on(check_without_binding(&cfg, &state))?;
             match &cfg.source {
-                Some(p) => println!("configuration {} is valid", p.display()),
-                None => println!("no configuration file; built-in defaults are valid"),
+                Some(p) => output::line(format_args!("configuration {} is valid", p.display()))?,
+                None => output::line("no configuration file; built-in defaults are valid")?,
             }
-            println!("state directory: {}", cfg.state_dir.display());
+            output::line(format_args!("state directory: {}", cfg.state_dir.display()))?;
             for line in report {
-                println!("{line}");
+                output::line(line)?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -14,7 +14,10 @@ use crate::cli::{
     ApiArgs, AuditCommand, ConfigArgs, EnrollTokenCommand, EscrowCommand, OperatorCommand,
 };
 use crate::config::{Config, EscrowSettings};
+use crate::output::{self, OutputFormat};
 use crate::state::StateDir;
+
+mod people;
 
 fn escrow_settings(cfg: &Config) -> Result<&EscrowSettings> {
     cfg.escrow
@@ -24,6 +27,7 @@ fn escrow_settings(cfg: &Config) -> Result<&EscrowSettings> {
 
 /// Opens the escrow database directly (on the appliance, with the KEK).
 async fn open_local(config: &ConfigArgs) -> Result<escrow::EscrowService> {
+    crate::security::private_umask();
     let cfg = super::load_config(config)?;
     let e = escrow_settings(&cfg)?;
     let kek = crate::keys::existing_kek(e)?;
@@ -83,11 +87,25 @@ fn api_client(api: &ApiArgs) -> Result<ApiClient> {
     Ok(ApiClient::new(&config)?)
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<ExitCode> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).context("cannot format the answer")?
-    );
+/// JSON for scripts, or the people form `text` renders.
+fn show<T: Serialize>(
+    format: OutputFormat,
+    value: &T,
+    text: impl FnOnce(&T) -> Result<()>,
+) -> Result<ExitCode> {
+    match format {
+        OutputFormat::Json => output::json(value)?,
+        OutputFormat::Text => text(value)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A one-line confirmation, or `{"ok": true, …}` for scripts.
+fn done(format: OutputFormat, sentence: &str, json: serde_json::Value) -> Result<ExitCode> {
+    match format {
+        OutputFormat::Json => output::json(&json)?,
+        OutputFormat::Text => output::line(sentence)?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -101,28 +119,38 @@ pub(crate) fn run_operator(cmd: OperatorCommand) -> Result<ExitCode> {
                     "created admin operator {:?} (id {}); store this token now, it is not shown again",
                     name, info.id
                 );
-                println!("token: {}", secret.as_str());
+                output::line(format_args!("token: {}", secret.as_str()))?;
                 Ok(ExitCode::SUCCESS)
             }
             OperatorCommand::Create { api, name, role } => {
-                let role = serde_json::from_value(serde_json::Value::String(role))
-                    .context("unknown role")?;
-                print_json(
-                    &api_client(&api)?
-                        .create_operator(&wire::CreateOperator { name, role })
-                        .await?,
-                )
+                let role = role
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--role must be admin, helpdesk or auditor"))?;
+                let created = api_client(&api)?
+                    .create_operator(&wire::CreateOperator { name, role })
+                    .await?;
+                show(api.output.output, &created, people::operator_created)
             }
-            OperatorCommand::List { api } => print_json(&api_client(&api)?.list_operators().await?),
+            OperatorCommand::List { api } => show(
+                api.output.output,
+                &api_client(&api)?.list_operators().await?,
+                people::operators,
+            ),
             OperatorCommand::SetRole { api, id, role } => {
                 api_client(&api)?.set_operator_role(&id, &role).await?;
-                println!("operator {id} is now {role}");
-                Ok(ExitCode::SUCCESS)
+                done(
+                    api.output.output,
+                    &format!("operator {id} is now {role}"),
+                    serde_json::json!({"ok": true, "operator_id": id, "role": role}),
+                )
             }
             OperatorCommand::Disable { api, id } => {
                 api_client(&api)?.disable_operator(&id).await?;
-                println!("operator {id} disabled");
-                Ok(ExitCode::SUCCESS)
+                done(
+                    api.output.output,
+                    &format!("operator {id} disabled"),
+                    serde_json::json!({"ok": true, "operator_id": id, "disabled": true}),
+                )
             }
             OperatorCommand::Token {
                 api,
@@ -136,12 +164,16 @@ pub(crate) fn run_operator(cmd: OperatorCommand) -> Result<ExitCode> {
                     operator_id,
                     ttl_seconds: days.map(|d| u64::from(d) * 86_400),
                 };
-                print_json(&api_client(&api)?.create_api_token(&body).await?)
+                let created = api_client(&api)?.create_api_token(&body).await?;
+                show(api.output.output, &created, people::api_token_created)
             }
             OperatorCommand::RevokeToken { api, token_id } => {
                 api_client(&api)?.revoke_api_token(&token_id).await?;
-                println!("token {token_id} revoked");
-                Ok(ExitCode::SUCCESS)
+                done(
+                    api.output.output,
+                    &format!("token {token_id} revoked"),
+                    serde_json::json!({"ok": true, "token_id": token_id, "revoked": true}),
+                )
             }
         }
     })
@@ -164,15 +196,25 @@ pub(crate) fn run_enroll_token(cmd: EnrollTokenCommand) -> Result<ExitCode> {
                     ttl_seconds: u64::from(hours) * 3600,
                     note,
                 };
-                print_json(&api_client(&api)?.create_enrollment_token(&body).await?)
+                let created = api_client(&api)?.create_enrollment_token(&body).await?;
+                show(
+                    api.output.output,
+                    &created,
+                    people::enrollment_token_created,
+                )
             }
-            EnrollTokenCommand::List { api } => {
-                print_json(&api_client(&api)?.list_enrollment_tokens().await?)
-            }
+            EnrollTokenCommand::List { api } => show(
+                api.output.output,
+                &api_client(&api)?.list_enrollment_tokens().await?,
+                people::enrollment_tokens,
+            ),
             EnrollTokenCommand::Revoke { api, id } => {
                 api_client(&api)?.revoke_enrollment_token(&id).await?;
-                println!("enrollment token {id} revoked");
-                Ok(ExitCode::SUCCESS)
+                done(
+                    api.output.output,
+                    &format!("enrollment token {id} revoked"),
+                    serde_json::json!({"ok": true, "enrollment_token_id": id, "revoked": true}),
+                )
             }
         }
     })
@@ -187,11 +229,12 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                 device,
             } => {
                 let client = api_client(&api)?;
-                match (prefix, device) {
-                    (Some(p), _) => print_json(&client.find_by_prefix(&p).await?),
-                    (None, Some(d)) => print_json(&client.find_by_device(&d).await?),
+                let found = match (prefix, device) {
+                    (Some(p), _) => client.find_by_prefix(&p).await?,
+                    (None, Some(d)) => client.find_by_device(&d).await?,
                     (None, None) => bail!("pass --prefix XXXXXXXX or --device NAME"),
-                }
+                };
+                show(api.output.output, &found, people::keys)
             }
             EscrowCommand::Disclose {
                 api,
@@ -205,22 +248,31 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                     reason,
                     reason_text: text,
                 };
-                print_json(&api_client(&api)?.disclose(&key_id, &body).await?)
+                let disclosed = api_client(&api)?.disclose(&key_id, &body).await?;
+                show(api.output.output, &disclosed, people::disclosure)
             }
-            EscrowCommand::Devices { api } => print_json(
+            EscrowCommand::Devices { api } => show(
+                api.output.output,
                 &api_client(&api)?
                     .list_devices(&wire::DeviceQuery::default())
                     .await?,
+                people::devices,
             ),
             EscrowCommand::RevokeDevice { api, id } => {
                 api_client(&api)?.revoke_device(&id).await?;
-                println!("device {id} revoked");
-                Ok(ExitCode::SUCCESS)
+                done(
+                    api.output.output,
+                    &format!("device {id} revoked"),
+                    serde_json::json!({"ok": true, "device_id": id, "revoked": true}),
+                )
             }
             EscrowCommand::AllowReenroll { api, id } => {
                 api_client(&api)?.allow_reenroll(&id).await?;
-                println!("device {id} may enroll again");
-                Ok(ExitCode::SUCCESS)
+                done(
+                    api.output.output,
+                    &format!("device {id} may enroll again"),
+                    serde_json::json!({"ok": true, "device_id": id, "reenroll_allowed": true}),
+                )
             }
             EscrowCommand::Report {
                 api,
@@ -229,21 +281,28 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                 stale_days,
             } => {
                 let client = api_client(&api)?;
-                match (kind.as_str(), format.as_str()) {
-                    ("audit", "csv") => {
-                        print!(
-                            "{}",
-                            client
+                let format = match format.as_deref() {
+                    Some("csv") if kind == "audit" => {
+                        output::raw(
+                            &client
                                 .audit_report_csv(&wire::AuditQuery::default())
-                                .await?
-                        );
-                        Ok(ExitCode::SUCCESS)
+                                .await?,
+                        )?;
+                        return Ok(ExitCode::SUCCESS);
                     }
-                    ("audit", "json") => {
-                        print_json(&client.audit_report(&wire::AuditQuery::default()).await?)
-                    }
-                    ("fleet", "json") => print_json(&client.fleet_report(Some(stale_days)).await?),
-                    (k, f) => bail!("report {k} has no {f} format (audit: json|csv, fleet: json)"),
+                    Some("csv") => bail!("only the audit report has a csv form; use --output json"),
+                    Some(_) => OutputFormat::Json,
+                    None => api.output.output,
+                };
+                if kind == "audit" {
+                    let report = client.audit_report(&wire::AuditQuery::default()).await?;
+                    show(format, &report, people::audit_records)
+                } else {
+                    show(
+                        format,
+                        &client.fleet_report(Some(stale_days)).await?,
+                        people::fleet,
+                    )
                 }
             }
             EscrowCommand::Backup { config, out, key } => {
@@ -252,15 +311,15 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                     format!("cannot load or create the backup key {}", key.display())
                 })?;
                 let summary = svc.backup(&out, &backup_key).await?;
-                println!(
+                output::line(format_args!(
                     "backup written to {}: {}",
                     out.display(),
                     describe_backup(&summary)
-                );
-                println!(
+                ))?;
+                output::line(format_args!(
                     "keep the backup key {} apart from the backup",
                     key.display()
-                );
+                ))?;
                 Ok(ExitCode::SUCCESS)
             }
             EscrowCommand::Restore { config, input, key } => {
@@ -269,11 +328,11 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                 let backup_key = escrow::Kek::load(&key)
                     .with_context(|| format!("cannot load the backup key {}", key.display()))?;
                 let summary = svc.restore(&input, &backup_key).await?;
-                println!(
+                output::line(format_args!(
                     "restored from {}: {}",
                     input.display(),
                     describe_backup(&summary)
-                );
+                ))?;
                 Ok(ExitCode::SUCCESS)
             }
             EscrowCommand::RewrapKek { config, new_kek } => {
@@ -282,14 +341,14 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                     format!("cannot load or create the new KEK {}", new_kek.display())
                 })?;
                 let n = svc.rewrap_kek(&kek).await?;
-                println!(
+                output::line(format_args!(
                     "re-wrapped {n} secret(s) under the KEK in {}",
                     new_kek.display()
-                );
-                println!(
+                ))?;
+                output::line(format_args!(
                     "now set escrow.kek_file = {:?} (or update the escrow-kek credential) and restart",
                     new_kek.display().to_string()
-                );
+                ))?;
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -299,17 +358,26 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
 pub(crate) fn run_audit(cmd: AuditCommand) -> Result<ExitCode> {
     super::block_on(async move {
         match cmd {
-            AuditCommand::Verify { config } => {
+            AuditCommand::Verify {
+                config,
+                output: out,
+            } => {
                 let svc = open_local(&config).await?;
                 let result = svc.verify_audit_chain().await?;
                 let text = crate::health::describe_chain(&result);
-                if crate::health::chain_intact(&result) {
-                    println!("audit chain intact: {text}");
-                    Ok(ExitCode::SUCCESS)
-                } else {
-                    eprintln!("audit chain BROKEN: {text}");
-                    Ok(ExitCode::FAILURE)
+                let intact = crate::health::chain_intact(&result);
+                match out.output {
+                    OutputFormat::Json => output::json(&result)?,
+                    OutputFormat::Text if intact => {
+                        output::line(format_args!("audit chain intact: {text}"))?;
+                    }
+                    OutputFormat::Text => eprintln!("audit chain BROKEN: {text}"),
                 }
+                Ok(crate::exit::code(if intact {
+                    crate::exit::SUCCESS
+                } else {
+                    crate::exit::UNHEALTHY
+                }))
             }
         }
     })

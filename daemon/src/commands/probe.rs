@@ -26,16 +26,16 @@ pub(crate) fn run(args: ProbeArgs) -> Result<ExitCode> {
     let result = super::block_on(async { Ok(netunlock::probe::probe(opts).await?) });
     match result {
         Ok(r) => {
-            println!(
+            crate::output::line(format_args!(
                 "unlock OK: reply from {} decrypted to this probe's network key (certificate {thumbprint}) in {:.1} ms",
                 r.from,
                 r.rtt.as_secs_f64() * 1000.0
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("netunlockd: probe failed on {}: {e:#}", args.interface);
-            Ok(ExitCode::FAILURE)
+            Ok(crate::exit::code(crate::exit::NO_UNLOCK))
         }
     }
 }

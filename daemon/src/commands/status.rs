@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cli::StatusArgs;
+use crate::exit;
+use crate::output::{self, OutputFormat, Table};
 
 pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
     let addr = match args.metrics {
@@ -18,26 +20,40 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
         },
     };
     let addr = connectable(addr);
-    let (status, body) = super::block_on(get_healthz(addr))?;
+    let (status, body) = match super::block_on(get_healthz(addr)) {
+        Ok(answer) => answer,
+        Err(e) => {
+            // Unreachable is not unhealthy: monitoring tells "down" from "degraded" by the code.
+            eprintln!("netunlockd: {e:#}");
+            return Ok(exit::code(exit::UNREACHABLE));
+        }
+    };
     let body: serde_json::Value =
         serde_json::from_str(&body).context("the daemon sent an unreadable health report")?;
-    for key in [
-        "responder",
-        "database",
-        "certificates",
-        "audit_chain",
-        "group",
-    ] {
-        let state = body[key]["state"].as_str().unwrap_or("?");
-        let detail = body[key]["detail"].as_str().unwrap_or("");
-        println!("{key:<13} {state:<9} {detail}");
+    match args.output.output {
+        OutputFormat::Json => output::json(&body)?,
+        OutputFormat::Text => {
+            let mut table = Table::new(&["CHECK", "STATE", "DETAIL"]);
+            for key in ["responder", "database", "certificates", "audit_chain", "group"] {
+                table.row(vec![
+                    key.replace('_', " "),
+                    body[key]["state"].as_str().unwrap_or("?").to_owned(),
+                    body[key]["detail"].as_str().unwrap_or("").to_owned(),
+                ]);
+            }
+            table.row(vec![
+                "overall".into(),
+                body["status"].as_str().unwrap_or("?").to_owned(),
+                format!("netunlockd {}", body["version"].as_str().unwrap_or("?")),
+            ]);
+            output::raw(&table.render())?;
+        }
     }
-    println!("overall       {}", body["status"].as_str().unwrap_or("?"));
-    Ok(if status == 200 {
-        ExitCode::SUCCESS
+    Ok(exit::code(if status == 200 {
+        exit::SUCCESS
     } else {
-        ExitCode::FAILURE
-    })
+        exit::UNHEALTHY
+    }))
 }
 
 /// A wildcard listen address is reached through loopback.

@@ -1,6 +1,7 @@
 //! Configuration: the TOML wire form (`wire`) turned into a validated form the daemon runs on.
 //! Validation is pure; `load` is the only function that touches the filesystem.
 
+mod plain;
 pub(crate) mod group;
 pub(crate) mod wire;
 
@@ -114,7 +115,8 @@ fn read_file(path: &Path) -> Result<WireConfig> {
 
 /// Parses TOML text into the wire form (errors carry line and column).
 pub(crate) fn parse(text: &str) -> Result<WireConfig> {
-    Ok(toml::from_str::<WireConfig>(text)?)
+    toml::from_str::<WireConfig>(text)
+        .map_err(|e| anyhow::anyhow!(plain::plain_words(&e.to_string())))
 }
 
 /// Turns the wire form into the validated form. Pure: only `env_state_dir` comes from outside.

@@ -21,15 +21,25 @@ pub(crate) struct HealthSources {
     pub(crate) group: Option<crate::group::GroupHandle>,
 }
 
-/// How often the health report is refreshed, and how often the (costlier) audit chain check runs.
+/// How often the health report is refreshed, the audit chain check included (it is incremental:
+/// new records plus one bounded slice of the older chain per round, see `escrow::ChainWatch`).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-const AUDIT_CHECK_EVERY: u32 = 60;
 /// A receive loop that has not turned over for this long counts as stalled.
 const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
 
-/// Evaluates every check once. `audit` is the last audit-chain result, refreshed when
-/// `check_audit` is set (it reads the whole chain, so it runs less often).
-async fn evaluate(sources: &HealthSources, audit: &mut Check, check_audit: bool) -> HealthReport {
+/// The audit chain check's memory between rounds and its last verdict.
+pub(crate) struct AuditState {
+    watch: escrow::ChainWatch,
+    last: Check,
+}
+
+/// Evaluates every check once. The audit chain is checked when `check_audit` is set, else its
+/// last verdict is reused (while waiting for the responder's first heartbeat).
+async fn evaluate(
+    sources: &HealthSources,
+    audit: &mut AuditState,
+    check_audit: bool,
+) -> HealthReport {
     let responder = match &sources.heartbeat {
         None => Check::disabled(),
         Some(hb) => match hb.stalest() {
@@ -58,14 +68,17 @@ async fn evaluate(sources: &HealthSources, audit: &mut Check, check_audit: bool)
     if let Some((svc, gauge)) = &sources.escrow
         && check_audit
     {
-        *audit = match svc.verify_audit_chain().await {
+        audit.last = match svc.check_audit_chain(&mut audit.watch).await {
             Ok(v) if chain_intact(&v) => {
                 gauge.set(1);
                 Check::ok(describe_chain(&v))
             }
             Ok(v) => {
                 gauge.set(0);
-                tracing::error!("audit chain check failed: {}", describe_chain(&v));
+                // Checked every few seconds: log when it breaks, not every round after.
+                if audit.last.state != CheckState::Failed {
+                    tracing::error!("audit chain check failed: {}", describe_chain(&v));
+                }
                 Check::failed(describe_chain(&v))
             }
             Err(e) => Check::failed(format!("cannot read the audit log: {e}")),
@@ -75,17 +88,20 @@ async fn evaluate(sources: &HealthSources, audit: &mut Check, check_audit: bool)
         .group
         .as_ref()
         .map_or_else(Check::disabled, |g| g.health());
-    HealthReport::new(responder, database, certificates, audit.clone()).with_group(group)
+    HealthReport::new(responder, database, certificates, audit.last.clone()).with_group(group)
 }
 
 /// The first health report, computed before READY so `/healthz` and `netunlockd status` are
 /// meaningful as soon as systemd reports the unit started. Waits briefly for the receive loops'
 /// first heartbeat.
-pub(crate) async fn initial_health(sources: &HealthSources, health: &Health) -> Check {
-    let mut audit = if sources.escrow.is_some() {
-        Check::unknown()
-    } else {
-        Check::disabled()
+pub(crate) async fn initial_health(sources: &HealthSources, health: &Health) -> AuditState {
+    let mut audit = AuditState {
+        watch: escrow::ChainWatch::default(),
+        last: if sources.escrow.is_some() {
+            Check::unknown()
+        } else {
+            Check::disabled()
+        },
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut report = evaluate(sources, &mut audit, true).await;
@@ -100,27 +116,19 @@ pub(crate) async fn initial_health(sources: &HealthSources, health: &Health) -> 
 pub(crate) async fn health_task(
     sources: HealthSources,
     health: Health,
-    mut audit: Check,
+    mut audit: AuditState,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + HEALTH_INTERVAL,
         HEALTH_INTERVAL,
     );
-    let mut round: u32 = 1;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let report = evaluate(
-            &sources,
-            &mut audit,
-            round.is_multiple_of(AUDIT_CHECK_EVERY),
-        )
-        .await;
-        round = round.wrapping_add(1);
-        health.set(report);
+        health.set(evaluate(&sources, &mut audit, true).await);
     }
 }
 

@@ -15,6 +15,7 @@ use super::AppState;
 use super::auth::{ClientCert, Device};
 use super::error::{ApiError, ApiJson};
 use super::wire::*;
+use crate::error::EscrowError;
 use crate::guid::parse_guid;
 use crate::model::{
     CheckIn, EscrowItem, EscrowRequest, ItemOutcome, ProtectorId, VolumeType,
@@ -23,6 +24,9 @@ use crate::model::{
 
 /// Upper bound of protectors per escrow call (a server has a handful of volumes).
 pub const MAX_ITEMS: usize = 256;
+
+pub const UNKNOWN_ENROLLMENT_TOKEN: &str = "the enrollment token is not known to this appliance: check it was copied whole \
+     (it starts with nue_), or ask an admin for a new one (netunlockd enroll-token create)";
 
 pub async fn enroll(
     State(state): State<AppState>,
@@ -39,7 +43,17 @@ pub async fn enroll(
             body.serial.as_deref(),
             &cert_sha256,
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The generic 401 text talks about API tokens; an agent needs to hear about its
+            // enrollment token.
+            EscrowError::Unauthorized => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                UNKNOWN_ENROLLMENT_TOKEN,
+            ),
+            other => other.into(),
+        })?;
     tracing::info!(device = %device.computer_name, device_id = device.id, "device enrolled");
     Ok((StatusCode::CREATED, Json(device)).into_response())
 }

@@ -135,7 +135,7 @@ async fn bad_bodies_get_clear_json_errors() {
             r#"{"name":"x","role":"root"}"#,
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            "not a valid Role",
+            "not a valid role",
         ),
         (
             "/api/v1/operators",
@@ -226,6 +226,16 @@ async fn authentication_failures() {
     let (s, _, b) = send(&f.app, req, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
     assert!(b.contains("mutual TLS"), "{b}");
+    // With a certificate but an enrollment token the appliance does not know: 401 that names it.
+    let req = json_req(
+        "POST",
+        "/api/v1/enroll",
+        None,
+        r#"{"token":"nue_unknown","computer_name":"SRV1"}"#,
+    );
+    let (s, _, b) = send(&f.app, req, Some(&"cd".repeat(32))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert!(b.contains("enrollment token is not known"), "{b}");
 }
 
 #[tokio::test]

@@ -17,6 +17,18 @@ pub use reports::{
     DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice, VolumeWithoutKey,
 };
 
+/// "DisclosureReason" → "disclosure reason": messages name the kind of value, not the Rust type.
+fn type_words(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
         $(#[$m])*
@@ -37,7 +49,7 @@ macro_rules! string_enum {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 match s { $($s => Ok(Self::$variant),)+
-                    other => Err(format!("{other:?} is not a valid {}; expected one of: {}", stringify!($name),
+                    other => Err(format!("{other:?} is not a valid {}; expected one of: {}", type_words(stringify!($name)),
                         [$($s),+].join(", "))) }
             }
         }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{EscrowService, require_role};
 use crate::audit::{
-    AuditFilter, AuditRecord, ChainVerification, ChainVerifier, from_micros, to_micros,
+    AuditFilter, AuditRecord, ChainVerification, ChainVerifier, ChainWatch, from_micros, to_micros,
 };
 use crate::error::EscrowError;
 use crate::model::{Actor, DisclosedNotRotated, FleetGauges, FleetReport, Role};
@@ -12,6 +12,8 @@ use crate::store::{audit, keys, reports};
 
 /// Records read per round trip while verifying the chain.
 const VERIFY_PAGE: i64 = 5000;
+/// Older records re-verified per periodic check (see [`ChainWatch`]).
+const SWEEP_SLICE: i64 = 2000;
 
 impl EscrowService {
     /// The recovery audit report (filters: date range, operator, device, action, outcome).
@@ -81,6 +83,58 @@ impl EscrowService {
         }
         tx.commit().await?;
         Ok(v.finish(Some(head)))
+    }
+
+    /// The periodic chain check (health, `status`): the records appended since the last round,
+    /// the last verified record unchanged, and one slice of the older chain re-verified. Its cost
+    /// per round is bounded by new records + [`SWEEP_SLICE`], whatever the chain's length; its
+    /// verdict and counts match [`Self::verify_audit_chain`] as of this round. The first round
+    /// (empty `watch`) reads the whole chain.
+    pub async fn check_audit_chain(
+        &self,
+        watch: &mut ChainWatch,
+    ) -> Result<ChainVerification, EscrowError> {
+        let mut tx = self.inner.db.begin_read().await?;
+        let head = audit::read_head(&mut tx).await?;
+        let current = match watch.verified() {
+            Some(cp) => audit::after(&mut tx, cp.seq - 1, 1)
+                .await?
+                .into_iter()
+                .next(),
+            None => None,
+        };
+        let mut v = match watch.resume(current.as_ref()) {
+            Ok(v) => v,
+            Err(broken) => return Ok(broken),
+        };
+        loop {
+            let records = audit::after(&mut tx, v.last_seq(), VERIFY_PAGE).await?;
+            if records.is_empty() {
+                break;
+            }
+            for rec in &records {
+                if let Err(broken) = v.push(rec) {
+                    return Ok(broken);
+                }
+            }
+        }
+        let verdict = v.clone().finish(Some(head));
+        if !matches!(verdict, ChainVerification::Ok { .. }) {
+            return Ok(verdict);
+        }
+        watch.advance(&v);
+        let anchor = watch.sweep_anchor();
+        let slice = if anchor == 0 {
+            audit::after(&mut tx, 0, SWEEP_SLICE).await?
+        } else {
+            audit::after(&mut tx, anchor - 1, SWEEP_SLICE + 1).await?
+        };
+        tx.commit().await?;
+        let slice_len = usize::try_from(SWEEP_SLICE).unwrap_or(usize::MAX);
+        if let Err(broken) = watch.sweep(&slice, slice_len) {
+            return Ok(broken);
+        }
+        Ok(verdict)
     }
 
     pub async fn fleet_gauges(&self) -> Result<FleetGauges, EscrowError> {

@@ -465,13 +465,17 @@ fn operator_cli_commands_go_through_the_api_with_the_operators_identity() {
         &d,
         Some(&admin),
         &[
-            "operator", "create", "--name", "alice", "--role", "helpdesk",
+            "operator", "create", "--name", "alice", "--role", "helpdesk", "--output", "json",
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let alice_id = created["id"].to_string();
-    let out = cli(&d, Some(&admin), &["operator", "token", &alice_id]);
+    let out = cli(
+        &d,
+        Some(&admin),
+        &["operator", "token", &alice_id, "--output", "json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let alice: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let alice = alice["token"]

@@ -1,6 +1,8 @@
 //! End-to-end tests against the real netunlockd binary.
 mod agent_contract;
+mod cli;
 mod daemon;
+mod docs;
 mod escrow;
 mod escrow_durability;
 mod escrow_roles;
