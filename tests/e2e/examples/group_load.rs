@@ -13,7 +13,8 @@
 //! sizing (docs/scale-out.md).
 //!
 //! ```text
-//! cargo build --release -p netunlockd -p netunlockd-e2e --example group_load
+//! cargo build --release -p netunlockd
+//! cargo build --release -p netunlockd-e2e --example group_load
 //! target/release/examples/group_load [--clients 3000] [--rate 600]
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
