@@ -117,9 +117,13 @@ impl HealthReport {
 
     /// The watchdog only needs the daemon to be alive and serving, not every certificate valid:
     /// restarting would not fix an expired certificate.
+    /// A group member keeps unlocking without its database (issue 11), so for it a lost database
+    /// is no reason to be restarted.
     pub(crate) fn alive(&self) -> bool {
-        !matches!(self.responder.state, CheckState::Failed)
-            && !matches!(self.database.state, CheckState::Failed)
+        let responder_failed = matches!(self.responder.state, CheckState::Failed);
+        let database_failed = matches!(self.database.state, CheckState::Failed);
+        let group_member = self.group.state != CheckState::Disabled;
+        !responder_failed && (group_member || !database_failed)
     }
 }
 
@@ -184,5 +188,29 @@ mod tests {
             )
             .healthy()
         );
+    }
+
+    #[test]
+    fn a_group_member_without_its_database_is_degraded_but_alive() {
+        let lost = || {
+            HealthReport::new(
+                Check::ok("bound"),
+                Check::failed("unreachable"),
+                Check::ok("1 valid"),
+                Check::ok("ok"),
+            )
+        };
+        assert!(!lost().alive(), "a single appliance is restarted");
+        let member = lost().with_group(Check::degraded("answering everything"));
+        assert!(member.alive(), "a group member keeps unlocking");
+        let fine = HealthReport::new(
+            Check::ok("bound"),
+            Check::ok("reachable"),
+            Check::ok("1 valid"),
+            Check::ok("ok"),
+        )
+        .with_group(Check::degraded("answering everything"));
+        assert_eq!(fine.status, "degraded");
+        assert!(fine.healthy() && fine.alive());
     }
 }

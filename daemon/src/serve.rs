@@ -17,9 +17,11 @@ use crate::state::StateDir;
 use crate::{keys, logging, security};
 
 mod components;
+mod late_escrow;
 mod summary;
 
 pub(crate) use components::Components;
+pub(crate) use late_escrow::LateEscrow;
 
 /// How long in-flight work may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

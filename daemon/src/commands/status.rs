@@ -34,7 +34,13 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode> {
         OutputFormat::Json => output::json(&body)?,
         OutputFormat::Text => {
             let mut table = Table::new(&["CHECK", "STATE", "DETAIL"]);
-            for key in ["responder", "database", "certificates", "audit_chain", "group"] {
+            for key in [
+                "responder",
+                "database",
+                "certificates",
+                "audit_chain",
+                "group",
+            ] {
                 table.row(vec![
                     key.replace('_', " "),
                     body[key]["state"].as_str().unwrap_or("?").to_owned(),

@@ -1,8 +1,8 @@
 //! Configuration: the TOML wire form (`wire`) turned into a validated form the daemon runs on.
 //! Validation is pure; `load` is the only function that touches the filesystem.
 
-mod plain;
 pub(crate) mod group;
+mod plain;
 pub(crate) mod wire;
 
 use std::net::{SocketAddr, SocketAddrV4};

@@ -19,6 +19,8 @@ pub(crate) struct HealthSources {
     pub(crate) escrow: Option<(escrow::EscrowService, prometheus::IntGauge)>,
     /// The unlock group's state, when this appliance is a member of one.
     pub(crate) group: Option<crate::group::GroupHandle>,
+    /// A group member's escrow service, set once it has started in the background.
+    pub(crate) escrow_later: Option<crate::serve::LateEscrow>,
 }
 
 /// How often the health report is refreshed, the audit chain check included (it is incremental:
@@ -58,14 +60,21 @@ async fn evaluate(
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         ),
     };
-    let database = match &sources.escrow {
+    let escrow = sources
+        .escrow
+        .as_ref()
+        .or_else(|| sources.escrow_later.as_ref().and_then(|l| l.get()));
+    let database = match escrow {
+        None if sources.escrow_later.is_some() => Check::degraded(
+            "the escrow service waits for its database (Network Unlock is served meanwhile)",
+        ),
         None => Check::disabled(),
         Some((svc, _)) => match svc.ping().await {
             Ok(_) => Check::ok("reachable"),
             Err(e) => Check::failed(format!("unreachable: {e}")),
         },
     };
-    if let Some((svc, gauge)) = &sources.escrow
+    if let Some((svc, gauge)) = escrow
         && check_audit
     {
         audit.last = match svc.check_audit_chain(&mut audit.watch).await {
@@ -97,7 +106,7 @@ async fn evaluate(
 pub(crate) async fn initial_health(sources: &HealthSources, health: &Health) -> AuditState {
     let mut audit = AuditState {
         watch: escrow::ChainWatch::default(),
-        last: if sources.escrow.is_some() {
+        last: if sources.escrow.is_some() || sources.escrow_later.is_some() {
             Check::unknown()
         } else {
             Check::disabled()

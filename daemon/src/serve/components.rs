@@ -41,6 +41,8 @@ pub(crate) struct EscrowRuntime {
 pub(crate) struct Components {
     pub(crate) unlock: Option<UnlockRuntime>,
     pub(crate) escrow: Option<EscrowRuntime>,
+    /// A group member's escrow service, started in the background (see `late_escrow`).
+    pub(crate) escrow_later: Option<(EscrowSettings, StateDir, Registry)>,
 }
 
 /// Handles kept by the signal loop after the components were moved into their tasks.
@@ -68,11 +70,21 @@ impl Components {
             Some(u) => Some(start_unlock(u, state, registry)?),
             None => None,
         };
+        let group_member = config.unlock.as_ref().is_some_and(|u| u.group.is_some());
+        let escrow_later = match &config.escrow {
+            Some(e) if group_member => Some((e.clone(), state.clone(), registry.clone())),
+            _ => None,
+        };
         let escrow = match &config.escrow {
+            Some(_) if group_member => None,
             Some(e) => Some(start_escrow(e, state, registry).await?),
             None => None,
         };
-        Ok(Self { unlock, escrow })
+        Ok(Self {
+            unlock,
+            escrow,
+            escrow_later,
+        })
     }
 
     pub(crate) fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
@@ -127,6 +139,14 @@ impl Components {
                     .await
                     .context("the Network Unlock responder failed")
             });
+        }
+        if let Some((settings, state, registry)) = self.escrow_later {
+            let started = super::late_escrow::LateEscrow::default();
+            reloaders.health_sources.escrow_later = Some(started.clone());
+            let token = shutdown.clone();
+            tasks.spawn(super::late_escrow::run(
+                settings, state, registry, started, token,
+            ));
         }
         if let Some(e) = self.escrow {
             reloaders.escrow_tls = Some(e.server.tls_reloader());
@@ -198,7 +218,7 @@ fn start_unlock(
     })
 }
 
-async fn start_escrow(
+pub(super) async fn start_escrow(
     e: &EscrowSettings,
     state: &StateDir,
     registry: &Registry,

@@ -202,6 +202,12 @@ impl Rig {
     /// `n` members behind the relay; `group = false` runs them as independent appliances (each
     /// answers every request), the set-up a group replaces.
     pub fn start_with(fam: Fam, db_up: bool, n: usize, group: bool) -> Self {
+        Self::start_full(fam, db_up, n, group, false)
+    }
+
+    /// As [`Rig::start_with`]; with `escrow`, the first member also runs the escrow service on the
+    /// group's database.
+    pub fn start_full(fam: Fam, db_up: bool, n: usize, group: bool, escrow: bool) -> Self {
         let id = format!(
             "ng{}x{}",
             std::process::id(),
@@ -352,7 +358,7 @@ impl Rig {
             .iter()
             .enumerate()
             .map(|(k, ns)| {
-                let config = member_config(k, dirs[k].path(), &cert, fam, group);
+                let config = member_config(k, dirs[k].path(), &cert, fam, group, escrow && k == 0);
                 Some(Daemon::start(ns, dirs[k].path(), &config))
             })
             .collect();
@@ -583,7 +589,25 @@ impl Drop for Rig {
     }
 }
 
-fn member_config(k: usize, state: &Path, cert: &UnlockCert, fam: Fam, group: bool) -> String {
+/// Where the first member's escrow service listens (inside its namespace) when the rig runs one.
+pub const ESCROW_LISTEN: &str = "127.0.0.1:8443";
+
+fn member_config(
+    k: usize,
+    state: &Path,
+    cert: &UnlockCert,
+    fam: Fam,
+    group: bool,
+    escrow: bool,
+) -> String {
+    let escrow = if escrow {
+        format!(
+            "[escrow]\nlisten = \"{ESCROW_LISTEN}\"\ndatabase_url = \"{}\"\n",
+            Pg::url()
+        )
+    } else {
+        "[escrow]\nenabled = false\n".to_owned()
+    };
     let (v4, v6, trusted) = match fam {
         Fam::V4 => (true, false, format!("{BRIDGE_V4}/32")),
         Fam::V6 => (false, true, format!("{BRIDGE_V6}/128")),
@@ -602,7 +626,7 @@ fn member_config(k: usize, state: &Path, cert: &UnlockCert, fam: Fam, group: boo
         "state_dir = {state:?}\n\n[log]\nlevel = \"info\"\n\n[metrics]\nlisten = \"{METRICS}\"\n\n\
          [unlock]\ninterfaces = [\"{SERVER_IF}\"]\nworkers = 1\nv4 = {v4}\nv6 = {v6}\n\
          trusted_relays = [\"{trusted}\"]\nrelay_share = 100000\n\n{group}\
-         [[unlock.certificate]]\ncert = {cert:?}\nkey = {key:?}\n\n[escrow]\nenabled = false\n",
+         [[unlock.certificate]]\ncert = {cert:?}\nkey = {key:?}\n\n{escrow}",
         state = state.display().to_string(),
         cert = cert.cert_pem.display().to_string(),
         key = cert.key.display().to_string(),

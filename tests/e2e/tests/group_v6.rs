@@ -10,15 +10,16 @@ use crate::group::{
     RATE, answered_now, assert_exactly_once_and_even, kill_mid_storm, require_group_rig,
     wait_health,
 };
-use crate::group_rig::{Fam, Rig, boots, group_skip_reason, storm};
+use crate::group_rig::{ESCROW_LISTEN, Fam, MEMBERS, Rig, boots, group_skip_reason, storm};
 
 const SETTLE: Duration = Duration::from_millis(1500);
 
 #[test]
 fn v6_group_starts_without_its_database_then_shares_once_and_survives_a_kill() {
     require_group_rig!();
-    // The database is down at start: every member still becomes ready and answers every request.
-    let mut rig = Rig::start(Fam::V6, false);
+    // The database is down at start: every member still becomes ready and answers every request,
+    // the first one although its escrow service uses the same database (it waits in the background).
+    let mut rig = Rig::start_full(Fam::V6, false, MEMBERS, true, true);
     rig.wait_degraded(Duration::from_secs(5));
     let h = wait_health(&rig, 2, "\"degraded\"");
     assert!(h.contains(" 200 "), "{h}");
@@ -44,6 +45,18 @@ fn v6_group_starts_without_its_database_then_shares_once_and_survives_a_kill() {
     // The database comes up: sharing starts, each of 3,000 clients answered exactly once.
     rig.pg.start();
     rig.wait_sharing(3, Duration::from_secs(10));
+    // The escrow service follows once its database answers (it retries every 5 s).
+    let first = rig.daemons[0].as_ref().unwrap();
+    assert!(
+        first.wait_for_log(&["escrow service started"], Duration::from_secs(15)),
+        "{}",
+        rig.logs()
+    );
+    let escrow: std::net::SocketAddr = ESCROW_LISTEN.parse().unwrap();
+    rig.servers[0].enter(move || {
+        std::net::TcpStream::connect_timeout(&escrow, Duration::from_secs(3))
+            .expect("the escrow API listens once its database is up")
+    });
     let before = answered_now(&rig);
     let clients = boots(Fam::V6, &rig.cert, 1_001, 3000);
     let tally = storm(&sock, dest, &clients, RATE, false, SETTLE, |_| {});
