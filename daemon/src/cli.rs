@@ -163,6 +163,10 @@ pub(crate) struct ApiArgs {
     /// CA or server certificate (PEM) to trust (default: the appliance's own escrow certificate).
     #[arg(long)]
     pub(crate) ca: Option<PathBuf>,
+    /// Trust the server certificate with this SHA-256 fingerprint (64 hex digits, colons
+    /// allowed), as agents pin it with -ServerCertSha256; for a remote appliance.
+    #[arg(long, conflicts_with = "ca")]
+    pub(crate) pin_sha256: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +177,10 @@ pub(crate) enum OperatorCommand {
         config: ConfigArgs,
         #[arg(long, default_value = "admin")]
         name: String,
+        /// Also when an admin exists: recovers a lost admin token on the appliance (creates or
+        /// re-enables the admin `--name` with a new token; audited as a forced bootstrap).
+        #[arg(long)]
+        force: bool,
     },
     /// Create an operator.
     Create {
@@ -210,6 +218,14 @@ pub(crate) enum OperatorCommand {
         /// Lifetime in days (default: no expiry).
         #[arg(long)]
         days: Option<u32>,
+    },
+    /// List API tokens (ids, owners, creation and expiry; never secrets), to find a leaked one.
+    Tokens {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only this operator's tokens.
+        #[arg(long)]
+        operator_id: Option<i64>,
     },
     /// Revoke an API token.
     RevokeToken {

@@ -2,7 +2,10 @@
 mod agent_contract;
 mod daemon;
 mod escrow;
+mod escrow_appliances;
+mod escrow_contract;
 mod escrow_durability;
+mod escrow_recovery;
 mod escrow_roles;
 mod escrow_support;
 mod harness;
