@@ -215,6 +215,10 @@ pub(crate) struct ApiArgs {
     pub(crate) ca: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
+    /// Trust the server certificate with this SHA-256 fingerprint (64 hex digits, colons
+    /// allowed), as agents pin it with -ServerCertSha256; for a remote appliance.
+    #[arg(long, conflicts_with = "ca")]
+    pub(crate) pin_sha256: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +233,10 @@ pub(crate) enum OperatorCommand {
         /// Name of the first admin operator.
         #[arg(long, default_value = "admin")]
         name: String,
+        /// Also when an admin exists: recovers a lost admin token on the appliance (creates or
+        /// re-enables the admin `--name` with a new token; audited as a forced bootstrap).
+        #[arg(long)]
+        force: bool,
     },
     /// Create an operator.
     #[command(after_help = "Example:\n  netunlockd operator create --name bob --role helpdesk")]
@@ -277,6 +285,15 @@ pub(crate) enum OperatorCommand {
         /// Lifetime in days (default: no expiry).
         #[arg(long)]
         days: Option<u32>,
+    },
+    /// List API tokens (ids, owners, creation and expiry; never secrets), to find a leaked one.
+    #[command(after_help = "Example:\n  netunlockd operator tokens --operator-id 3")]
+    Tokens {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only this operator's tokens.
+        #[arg(long)]
+        operator_id: Option<i64>,
     },
     /// Revoke an API token.
     #[command(after_help = "Example:\n  netunlockd operator revoke-token 7")]

@@ -20,6 +20,8 @@ const DOMAIN: &[u8] = b"netunlockd-audit-v1\0";
 pub mod action {
     pub const ESCROW: &str = "escrow";
     pub const ESCROW_MISMATCH: &str = "escrow_mismatch";
+    /// A device escrowed a protector ID another device already holds.
+    pub const ESCROW_CONFLICT: &str = "escrow_conflict";
     pub const TPM_OWNER_AUTH: &str = "tpm_owner_auth_escrow";
     pub const DISCLOSE: &str = "disclose";
     pub const ENROLL: &str = "enroll";
@@ -41,7 +43,7 @@ pub mod action {
 }
 
 /// One stored audit record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub seq: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -58,9 +60,13 @@ pub struct AuditRecord {
     pub client_addr: Option<String>,
     /// JSON text exactly as hashed.
     pub detail: String,
+    /// Hex SHA-256 of the previous record.
     #[serde(serialize_with = "ser_hex", deserialize_with = "de_hex")]
+    #[schema(value_type = String)]
     pub prev_hash: Vec<u8>,
+    /// Hex SHA-256 of this record.
     #[serde(serialize_with = "ser_hex", deserialize_with = "de_hex")]
+    #[schema(value_type = String)]
     pub hash: Vec<u8>,
 }
 
@@ -139,7 +145,7 @@ impl AuditRecord {
 }
 
 /// Result of verifying the whole chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ChainVerification {
     Ok { records: u64, head_hash: String },
@@ -271,7 +277,7 @@ pub struct AuditFilter {
     /// Action name, e.g. "disclose".
     pub kind: Option<String>,
     pub outcome: Option<AuditOutcome>,
-    /// Maximum number of records (default 10,000).
+    /// At most this many records ([`crate::EscrowService::audit_report`] only; default: all).
     pub limit: Option<u32>,
 }
 

@@ -30,6 +30,22 @@ pub fn format_guid(u: &Uuid) -> String {
     format!("{{{}}}", u.hyphenated().to_string().to_ascii_uppercase())
 }
 
+/// Serde adapter for a `Uuid` field answered in the braced upper-case form (`#[serde(with = ...)]`);
+/// reading accepts every form [`parse_guid`] does.
+pub mod braced {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(u: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_guid(u))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_guid(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A BitLocker key protector ID (= recovery key ID shown on the recovery screen).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct ProtectorId(pub Uuid);
@@ -69,6 +85,19 @@ impl Serialize for ProtectorId {
         s.serialize_str(&self.to_string())
     }
 }
+
+impl utoipa::PartialSchema for ProtectorId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "recovery key ID, answered braced upper case, e.g. {24B0AA32-F8D0-40BA-BB05-73A800324C09}",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProtectorId {}
 
 impl<'de> Deserialize<'de> for ProtectorId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

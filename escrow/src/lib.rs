@@ -29,11 +29,12 @@ pub use audit::{AuditFilter, AuditRecord, ChainCheckpoint, ChainVerification, Ch
 pub use client::{ApiClient, ApiClientConfig, ServerTrust};
 pub use error::EscrowError;
 pub use model::{
-    Actor, ActorKind, ApiTokenInfo, AuditOutcome, BackupSummary, CheckIn, DeviceFilter, DeviceInfo,
-    DisclosedNotRotated, Disclosure, DisclosureReason, EnrollmentTokenInfo, EscrowItem,
-    EscrowRequest, FleetGauges, FleetReport, ImportRecord, ItemOutcome, KeyCandidate, MismatchRow,
-    OperatorInfo, PasswordError, ProtectorId, RecoveryPassword, Role, RotationInstruction,
-    RotationState, StaleDevice, VolumeType, VolumeWithoutKey, parse_recovery_password,
+    Actor, ActorKind, ApiTokenInfo, AuditOutcome, BackupSummary, CheckIn, ConflictRow,
+    DeviceFilter, DeviceInfo, DiscloseRequest, DisclosedNotRotated, Disclosure, DisclosureReason,
+    EnrollmentTokenInfo, EscrowItem, EscrowRequest, FleetGauges, FleetReport, ImportRecord,
+    ItemOutcome, KeyCandidate, MismatchRow, OperatorInfo, Page, PageRequest, PasswordError,
+    ProtectorId, RecoveryPassword, Role, RotationInstruction, RotationState, StaleDevice,
+    VolumeType, VolumeWithoutKey, parse_recovery_password,
 };
 pub use sealing::Kek;
 pub use server::{EscrowServer, EscrowServerConfig, ServerLimits};

@@ -20,6 +20,7 @@ pub struct EscrowMetrics {
     pub disclosed_unrotated: IntGauge,
     pub oldest_unrotated_seconds: IntGauge,
     pub audit_chain_length: IntGauge,
+    pub protector_conflicts: IntGauge,
     pub escrow_batch: Histogram,
 }
 
@@ -84,6 +85,11 @@ impl EscrowMetrics {
             "Number of records in the escrow audit hash chain",
         )
         .map_err(reg_err)?;
+        let protector_conflicts = IntGauge::new(
+            "netunlockd_escrow_protector_conflicts",
+            "Times a device escrowed a recovery key ID that another device already held (cloned or rogue device)",
+        )
+        .map_err(reg_err)?;
         let escrow_batch = Histogram::with_opts(
             HistogramOpts::new(
                 "netunlockd_escrow_items_per_call",
@@ -101,6 +107,7 @@ impl EscrowMetrics {
             disclosed_unrotated,
             oldest_unrotated_seconds,
             audit_chain_length,
+            protector_conflicts,
             escrow_batch,
         };
         registry
@@ -128,6 +135,9 @@ impl EscrowMetrics {
             .register(Box::new(m.audit_chain_length.clone()))
             .map_err(reg_err)?;
         registry
+            .register(Box::new(m.protector_conflicts.clone()))
+            .map_err(reg_err)?;
+        registry
             .register(Box::new(m.escrow_batch.clone()))
             .map_err(reg_err)?;
         Ok(m)
@@ -152,6 +162,7 @@ impl EscrowMetrics {
         self.oldest_unrotated_seconds
             .set(g.oldest_disclosed_not_rotated_secs);
         self.audit_chain_length.set(g.audit_chain_length);
+        self.protector_conflicts.set(g.protector_conflicts);
     }
 
     /// Records one finished request.

@@ -44,6 +44,8 @@ pub struct ServerLimits {
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Most concurrent connections from one client address (before TLS); more are closed at once.
+    pub max_connections_per_client: usize,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub drain_timeout: Duration,
     /// Per-operator limit on find/disclose.
@@ -58,6 +60,7 @@ impl Default for ServerLimits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_client: 64,
             drain_timeout: Duration::from_secs(10),
             lookup_rate: RateLimit::default(),
             gauge_interval: Duration::from_secs(30),
@@ -164,6 +167,7 @@ impl EscrowServer {
         let builder = Arc::new(builder.http1_only());
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let per_client = PerClientCap::new(limits.max_connections_per_client);
 
         loop {
             let permit = tokio::select! {
@@ -185,6 +189,11 @@ impl EscrowServer {
                     }
                 },
             };
+            let Some(client_slot) = per_client.try_acquire(peer.ip()) else {
+                tracing::debug!(%peer, "escrow connection refused: too many from this address");
+                drop(tcp);
+                continue;
+            };
             let acceptor = tls.acceptor();
             let app = app.clone();
             let builder = builder.clone();
@@ -192,6 +201,7 @@ impl EscrowServer {
             let handshake_timeout = limits.handshake_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
+                let _client_slot = client_slot;
                 let _ = tcp.set_nodelay(true);
                 let stream =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
@@ -254,6 +264,10 @@ async fn refresh_gauges(state: AppState, every: Duration, shutdown: Cancellation
         }
     }
 }
+
+mod per_client;
+
+use per_client::PerClientCap;
 
 #[cfg(test)]
 mod tests;

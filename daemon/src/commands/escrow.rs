@@ -59,9 +59,10 @@ fn api_client(api: &ApiArgs) -> Result<ApiClient> {
             }
         }
     };
-    let trust = match &api.ca {
-        Some(ca) => ServerTrust::CaFile(ca.clone()),
-        None => {
+    let trust = match (&api.ca, &api.pin_sha256) {
+        (_, Some(pin)) => ServerTrust::PinnedSha256(escrow::client::normalise_fingerprint(pin)?),
+        (Some(ca), None) => ServerTrust::CaFile(ca.clone()),
+        (None, None) => {
             // The appliance's own (self-generated or configured) certificate, pinned by fingerprint.
             let state = StateDir::new(&cfg.state_dir);
             let cert = match cfg.escrow.as_ref().and_then(|e| e.tls.as_ref()) {
@@ -112,9 +113,13 @@ fn done(format: OutputFormat, sentence: &str, json: serde_json::Value) -> Result
 pub(crate) fn run_operator(cmd: OperatorCommand) -> Result<ExitCode> {
     super::block_on(async move {
         match cmd {
-            OperatorCommand::Bootstrap { config, name } => {
+            OperatorCommand::Bootstrap {
+                config,
+                name,
+                force,
+            } => {
                 let svc = open_local(&config).await?;
-                let (info, secret) = svc.bootstrap_admin(&name).await?;
+                let (info, secret) = svc.bootstrap_admin_forced(&name, force).await?;
                 eprintln!(
                     "created admin operator {:?} (id {}); store this token now, it is not shown again",
                     name, info.id
@@ -167,6 +172,14 @@ pub(crate) fn run_operator(cmd: OperatorCommand) -> Result<ExitCode> {
                 let created = api_client(&api)?.create_api_token(&body).await?;
                 show(api.output.output, &created, people::api_token_created)
             }
+            OperatorCommand::Tokens { api, operator_id } => print_json(
+                &api_client(&api)?
+                    .list_api_tokens(&wire::ApiTokenQuery {
+                        operator_id,
+                        ..Default::default()
+                    })
+                    .await?,
+            ),
             OperatorCommand::RevokeToken { api, token_id } => {
                 api_client(&api)?.revoke_api_token(&token_id).await?;
                 done(
@@ -244,8 +257,9 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                 text,
             } => {
                 let body = wire::DiscloseBody {
+                    device_id: None,
                     device_name: device,
-                    reason,
+                    reason: Some(reason),
                     reason_text: text,
                 };
                 let disclosed = api_client(&api)?.disclose(&key_id, &body).await?;

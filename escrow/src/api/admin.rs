@@ -12,7 +12,7 @@ use super::AppState;
 use super::auth::Operator;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::wire::*;
-use crate::model::DeviceFilter;
+use crate::model::{DeviceFilter, PageRequest};
 
 /// Longest enrollment-token lifetime (30 days): tokens are for a rollout, not standing secrets.
 pub const MAX_ENROLLMENT_TTL: u64 = 30 * 86_400;
@@ -25,6 +25,17 @@ fn parse_id(field: &str, s: &str) -> Result<i64, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "operators",
+    security(("bearerToken" = [])),
+    summary = "Who am I",
+    description = "The operator behind the bearer token.",
+    responses(
+        (status = 200, description = "identity", body = Me)
+    )
+)]
 pub async fn me(op: Operator) -> Json<Me> {
     let (_, id, name) = op.0.audit_identity();
     Json(Me {
@@ -34,6 +45,19 @@ pub async fn me(op: Operator) -> Json<Me> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "devices",
+    security(("bearerToken" = [])),
+    summary = "List devices",
+    description = "By device id, one page at a time (`limit`, `cursor`, `next`). Roles: admin, auditor.",
+    params(DeviceQuery),
+    responses(
+        (status = 200, description = "devices", body = DeviceList),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody)
+    )
+)]
 pub async fn list_devices(
     State(state): State<AppState>,
     op: Operator,
@@ -44,10 +68,34 @@ pub async fn list_devices(
         include_revoked: q.include_revoked.unwrap_or(false),
         stale_for_secs: q.stale_days.map(|d| u64::from(d) * 86_400),
     };
-    let devices = state.service.list_devices(&op.0, filter).await?;
-    Ok(Json(DeviceList { devices }))
+    let page = PageRequest {
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    let page = state
+        .service
+        .list_devices_page(&op.0, &filter, page)
+        .await?;
+    Ok(Json(DeviceList {
+        devices: page.items,
+        next: page.next,
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/revoke",
+    tag = "devices",
+    security(("bearerToken" = [])),
+    summary = "Revoke a device",
+    description = "Its certificate stops working immediately; its keys are kept. Role: admin.",
+    params(("id" = String, Path, description = "device id")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 404, description = "no such device", body = ErrorBody)
+    )
+)]
 pub async fn revoke_device(
     State(state): State<AppState>,
     op: Operator,
@@ -59,6 +107,20 @@ pub async fn revoke_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/allow-reenroll",
+    tag = "devices",
+    security(("bearerToken" = [])),
+    summary = "Allow re-enrollment",
+    description = "The next enrollment of this computer name with a valid token may bind a new certificate (reinstalled server, new TPM). Role: admin.",
+    params(("id" = String, Path, description = "device id")),
+    responses(
+        (status = 204, description = "allowed"),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 404, description = "no such device", body = ErrorBody)
+    )
+)]
 pub async fn allow_reenroll(
     State(state): State<AppState>,
     op: Operator,
@@ -69,6 +131,20 @@ pub async fn allow_reenroll(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/enrollment-tokens",
+    tag = "devices",
+    security(("bearerToken" = [])),
+    summary = "Create an enrollment token",
+    description = "Bounded uses and lifetime; the secret is in this answer only. Role: admin.",
+    request_body = CreateEnrollmentToken,
+    responses(
+        (status = 201, description = "created", body = CreatedEnrollmentToken),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 413, description = "body larger than escrow.max_body_bytes", body = ErrorBody)
+    )
+)]
 pub async fn create_enrollment_token(
     State(state): State<AppState>,
     op: Operator,
@@ -100,14 +176,48 @@ pub async fn create_enrollment_token(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/enrollment-tokens",
+    tag = "devices",
+    security(("bearerToken" = [])),
+    summary = "List enrollment tokens",
+    description = "Without secrets, by id, one page at a time. Role: admin.",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "tokens", body = EnrollmentTokenList),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody)
+    )
+)]
 pub async fn list_enrollment_tokens(
     State(state): State<AppState>,
     op: Operator,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<EnrollmentTokenList>, ApiError> {
-    let tokens = state.service.list_enrollment_tokens(&op.0).await?;
-    Ok(Json(EnrollmentTokenList { tokens }))
+    let page = state
+        .service
+        .list_enrollment_tokens_page(&op.0, q.into())
+        .await?;
+    Ok(Json(EnrollmentTokenList {
+        tokens: page.items,
+        next: page.next,
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/enrollment-tokens/{id}/revoke",
+    tag = "devices",
+    security(("bearerToken" = [])),
+    summary = "Revoke an enrollment token",
+    description = "Role: admin.",
+    params(("id" = String, Path, description = "token id")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 404, description = "no such token", body = ErrorBody)
+    )
+)]
 pub async fn revoke_enrollment_token(
     State(state): State<AppState>,
     op: Operator,
@@ -118,6 +228,21 @@ pub async fn revoke_enrollment_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/operators",
+    tag = "operators",
+    security(("bearerToken" = [])),
+    summary = "Create an operator",
+    description = "Role: admin. Create a token for them with POST /tokens.",
+    request_body = CreateOperator,
+    responses(
+        (status = 201, description = "created", body = OperatorInfo),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 409, description = "name taken", body = ErrorBody),
+        (status = 413, description = "body larger than escrow.max_body_bytes", body = ErrorBody)
+    )
+)]
 pub async fn create_operator(
     State(state): State<AppState>,
     op: Operator,
@@ -130,14 +255,47 @@ pub async fn create_operator(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/operators",
+    tag = "operators",
+    security(("bearerToken" = [])),
+    summary = "List operators",
+    description = "By id, one page at a time. Role: admin.",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "operators", body = OperatorList),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody)
+    )
+)]
 pub async fn list_operators(
     State(state): State<AppState>,
     op: Operator,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<OperatorList>, ApiError> {
-    let operators = state.service.list_operators(&op.0).await?;
-    Ok(Json(OperatorList { operators }))
+    let page = state.service.list_operators_page(&op.0, q.into()).await?;
+    Ok(Json(OperatorList {
+        operators: page.items,
+        next: page.next,
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/operators/{id}/role",
+    tag = "operators",
+    security(("bearerToken" = [])),
+    summary = "Change an operator's role",
+    description = "Role: admin.",
+    request_body = SetRole,
+    params(("id" = String, Path, description = "operator id")),
+    responses(
+        (status = 204, description = "changed"),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 404, description = "no such operator", body = ErrorBody),
+        (status = 413, description = "body larger than escrow.max_body_bytes", body = ErrorBody)
+    )
+)]
 pub async fn set_operator_role(
     State(state): State<AppState>,
     op: Operator,
@@ -153,6 +311,20 @@ pub async fn set_operator_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/operators/{id}/disable",
+    tag = "operators",
+    security(("bearerToken" = [])),
+    summary = "Disable an operator",
+    description = "Their tokens stop working. Role: admin.",
+    params(("id" = String, Path, description = "operator id")),
+    responses(
+        (status = 204, description = "disabled"),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 404, description = "no such operator", body = ErrorBody)
+    )
+)]
 pub async fn disable_operator(
     State(state): State<AppState>,
     op: Operator,
@@ -163,6 +335,21 @@ pub async fn disable_operator(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "operators",
+    security(("bearerToken" = [])),
+    summary = "Create an API token",
+    description = "Personal token for an operator; stored only as a hash, the secret is in this answer only. Role: admin.",
+    request_body = CreateApiToken,
+    responses(
+        (status = 201, description = "created", body = CreatedApiToken),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 404, description = "no such operator", body = ErrorBody),
+        (status = 413, description = "body larger than escrow.max_body_bytes", body = ErrorBody)
+    )
+)]
 pub async fn create_api_token(
     State(state): State<AppState>,
     op: Operator,
@@ -186,6 +373,52 @@ pub async fn create_api_token(
     Ok((StatusCode::CREATED, Json(CreatedApiToken { info, token })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "operators",
+    security(("bearerToken" = [])),
+    summary = "List API tokens",
+    description = "Every operator's personal tokens (or one operator's), without secrets or hashes, by id, one page at a time: find a leaked token by its id, owner and age, then revoke it. Role: admin.",
+    params(ApiTokenQuery),
+    responses(
+        (status = 200, description = "tokens", body = ApiTokenList),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody)
+    )
+)]
+pub async fn list_api_tokens(
+    State(state): State<AppState>,
+    op: Operator,
+    ApiQuery(q): ApiQuery<ApiTokenQuery>,
+) -> Result<Json<ApiTokenList>, ApiError> {
+    let page = PageRequest {
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    let page = state
+        .service
+        .list_api_tokens_page(&op.0, q.operator_id, page)
+        .await?;
+    Ok(Json(ApiTokenList {
+        tokens: page.items,
+        next: page.next,
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens/{id}/revoke",
+    tag = "operators",
+    security(("bearerToken" = [])),
+    summary = "Revoke an API token",
+    description = "Role: admin.",
+    params(("id" = String, Path, description = "token id")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 404, description = "no such token", body = ErrorBody)
+    )
+)]
 pub async fn revoke_api_token(
     State(state): State<AppState>,
     op: Operator,

@@ -22,12 +22,27 @@ use crate::model::{
     parse_recovery_password,
 };
 
-/// Upper bound of protectors per escrow call (a server has a handful of volumes).
-pub const MAX_ITEMS: usize = 256;
-
 pub const UNKNOWN_ENROLLMENT_TOKEN: &str = "the enrollment token is not known to this appliance: check it was copied whole \
      (it starts with nue_), or ask an admin for a new one (netunlockd enroll-token create)";
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/enroll",
+    tag = "agent",
+    security(()),
+    summary = "Enroll a device",
+    description = "Binds the SHA-256 of the TLS client certificate presented on this connection to the computer, using an enrollment token. Needs a client certificate but no bearer token. An active device that enrols again with the same name, domain and certificate gets its record back, whatever its token (the certificate authenticates it).",
+    request_body = EnrollRequest,
+    responses(
+        (status = 201, description = "enrolled", body = DeviceInfo),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 401, description = "the enrollment token is unknown, or no client certificate was presented", body = ErrorBody),
+        (status = 403, description = "the device is revoked; an admin must allow re-enrollment", body = ErrorBody),
+        (status = 409, description = "the computer is enrolled with another certificate, or this certificate is bound to another device", body = ErrorBody),
+        (status = 410, description = "enrollment token expired, revoked or used up", body = ErrorBody),
+        (status = 413, description = "body larger than escrow.max_body_bytes", body = ErrorBody)
+    )
+)]
 pub async fn enroll(
     State(state): State<AppState>,
     ClientCert(cert_sha256): ClientCert,
@@ -68,19 +83,9 @@ fn parse_volume(field: &str, s: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Turns the wire body into the service request, naming the item (1-based) and field of the
-/// first problem. Never echoes a recovery password.
+/// first problem. Never echoes a recovery password. Limits (count, sizes) are the service's to
+/// check, once, against `model::limits`.
 pub fn parse_escrow(body: EscrowBody) -> Result<EscrowRequest, ApiError> {
-    if body.items.is_empty() {
-        return Err(ApiError::validation(
-            "items is empty: send at least one recovery protector",
-        ));
-    }
-    if body.items.len() > MAX_ITEMS {
-        return Err(ApiError::validation(format!(
-            "items lists {} protectors; at most {MAX_ITEMS} per call",
-            body.items.len()
-        )));
-    }
     let mut items = Vec::with_capacity(body.items.len());
     for (i, item) in body.items.into_iter().enumerate() {
         let n = i + 1;
@@ -99,13 +104,6 @@ pub fn parse_escrow(body: EscrowBody) -> Result<EscrowRequest, ApiError> {
                 ApiError::validation(format!("item {n}: key_package is not valid base64: {e}"))
             })?),
         };
-        if let Some(mp) = &item.mount_point
-            && mp.len() > 1024
-        {
-            return Err(ApiError::validation(format!(
-                "item {n}: mount_point is longer than 1024 characters"
-            )));
-        }
         items.push(EscrowItem {
             volume_guid,
             mount_point: item.mount_point,
@@ -129,6 +127,21 @@ pub fn outcome_str(o: ItemOutcome) -> &'static str {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/escrow",
+    tag = "agent",
+    security(("deviceCertificate" = [])),
+    summary = "Escrow recovery passwords",
+    description = "Idempotent upsert per (device, volume, protector); 1 to 64 protectors per call, key packages up to 65536 bytes. Re-sending identical data answers `unchanged`; the same protector ID with a different password is refused (409, outcome `mismatch`) and recorded.",
+    request_body = EscrowBody,
+    responses(
+        (status = 200, description = "every item stored or unchanged", body = EscrowResponse),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 409, description = "at least one item is a mismatch; the other items' outcomes are in results", body = EscrowConflict),
+        (status = 413, description = "body larger than escrow.max_body_bytes", body = ErrorBody)
+    )
+)]
 pub async fn escrow(
     State(state): State<AppState>,
     Device(device): Device,
@@ -179,17 +192,25 @@ pub async fn escrow(
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/checkin",
+    tag = "agent",
+    security(("deviceCertificate" = [])),
+    summary = "Check in",
+    description = "Reports the protectors present on the device (at most 1024); the answer lists the protectors to rotate (state `requested`) or whose old protector must now be removed (`new_escrowed`).",
+    request_body = CheckInBody,
+    responses(
+        (status = 200, description = "rotation instructions", body = CheckInResponse),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 413, description = "body larger than escrow.max_body_bytes", body = ErrorBody)
+    )
+)]
 pub async fn check_in(
     State(state): State<AppState>,
     Device(device): Device,
     ApiJson(body): ApiJson<CheckInBody>,
 ) -> Result<Json<CheckInResponse>, ApiError> {
-    if body.protectors.len() > MAX_ITEMS {
-        return Err(ApiError::validation(format!(
-            "protectors lists {} entries; at most {MAX_ITEMS}",
-            body.protectors.len()
-        )));
-    }
     let mut present = Vec::with_capacity(body.protectors.len());
     for (i, p) in body.protectors.iter().enumerate() {
         let n = i + 1;
@@ -210,6 +231,22 @@ pub async fn check_in(
     Ok(Json(CheckInResponse { rotations }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agent/rotation",
+    tag = "agent",
+    security(("deviceCertificate" = [])),
+    summary = "Report rotation progress",
+    description = "Two-phase rotation: after escrowing the new protector report `old_removed: false` (state `new_escrowed`), after Remove-BitLockerKeyProtector report `old_removed: true` (state `done`).",
+    request_body = RotationReport,
+    responses(
+        (status = 200, description = "new rotation state", body = RotationStateResponse),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody),
+        (status = 404, description = "no such rotation for this device", body = ErrorBody),
+        (status = 409, description = "the new protector has not been escrowed yet", body = ErrorBody),
+        (status = 413, description = "body larger than escrow.max_body_bytes", body = ErrorBody)
+    )
+)]
 pub async fn rotation(
     State(state): State<AppState>,
     Device(device): Device,
@@ -231,10 +268,21 @@ pub async fn rotation(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agent/keys",
+    tag = "agent",
+    security(("deviceCertificate" = [])),
+    summary = "Own keys",
+    description = "The device's own escrowed protectors (no secrets).",
+    responses(
+        (status = 200, description = "keys", body = KeyList)
+    )
+)]
 pub async fn own_keys(
     State(state): State<AppState>,
     Device(device): Device,
 ) -> Result<Json<KeyList>, ApiError> {
     let keys = state.service.device_own_keys(&device).await?;
-    Ok(Json(KeyList { keys }))
+    Ok(Json(KeyList { keys, next: None }))
 }

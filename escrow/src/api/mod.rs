@@ -19,7 +19,8 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::metrics::{EscrowMetrics, outcome_label};
 use crate::service::EscrowService;
@@ -37,80 +38,42 @@ pub struct AppState {
     pub stale_after: Duration,
 }
 
-/// Every (method, path template) the API serves; the OpenAPI document must list exactly these.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/api/v1/health"),
-    ("get", "/api/v1/openapi.json"),
-    ("get", "/api/v1/me"),
-    ("post", "/api/v1/enroll"),
-    ("post", "/api/v1/agent/escrow"),
-    ("post", "/api/v1/agent/checkin"),
-    ("post", "/api/v1/agent/rotation"),
-    ("get", "/api/v1/agent/keys"),
-    ("get", "/api/v1/keys"),
-    ("post", "/api/v1/keys/{protector_id}/disclose"),
-    ("get", "/api/v1/reports/audit"),
-    ("get", "/api/v1/reports/fleet"),
-    ("get", "/api/v1/audit/verify"),
-    ("get", "/api/v1/devices"),
-    ("post", "/api/v1/devices/{id}/revoke"),
-    ("post", "/api/v1/devices/{id}/allow-reenroll"),
-    ("get", "/api/v1/enrollment-tokens"),
-    ("post", "/api/v1/enrollment-tokens"),
-    ("post", "/api/v1/enrollment-tokens/{id}/revoke"),
-    ("get", "/api/v1/operators"),
-    ("post", "/api/v1/operators"),
-    ("post", "/api/v1/operators/{id}/role"),
-    ("post", "/api/v1/operators/{id}/disable"),
-    ("post", "/api/v1/tokens"),
-    ("post", "/api/v1/tokens/{id}/revoke"),
-];
+/// Every route of the API, each registered together with the OpenAPI operation that documents
+/// it (`#[utoipa::path]` on the handler): the served routes and the document cannot drift apart.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi))
+        .routes(routes!(admin::me))
+        .routes(routes!(agent::enroll))
+        .routes(routes!(agent::escrow))
+        .routes(routes!(agent::check_in))
+        .routes(routes!(agent::rotation))
+        .routes(routes!(agent::own_keys))
+        .routes(routes!(keys::find))
+        .routes(routes!(keys::disclose))
+        .routes(routes!(reports::audit))
+        .routes(routes!(reports::fleet))
+        .routes(routes!(reports::verify))
+        .routes(routes!(admin::list_devices))
+        .routes(routes!(admin::revoke_device))
+        .routes(routes!(admin::allow_reenroll))
+        .routes(routes!(
+            admin::list_enrollment_tokens,
+            admin::create_enrollment_token
+        ))
+        .routes(routes!(admin::revoke_enrollment_token))
+        .routes(routes!(admin::list_operators, admin::create_operator))
+        .routes(routes!(admin::set_operator_role))
+        .routes(routes!(admin::disable_operator))
+        .routes(routes!(admin::list_api_tokens, admin::create_api_token))
+        .routes(routes!(admin::revoke_api_token))
+}
 
 /// Builds the router; `max_body_bytes` bounds every request body (413 beyond it).
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/me", get(admin::me))
-        .route("/api/v1/enroll", post(agent::enroll))
-        .route("/api/v1/agent/escrow", post(agent::escrow))
-        .route("/api/v1/agent/checkin", post(agent::check_in))
-        .route("/api/v1/agent/rotation", post(agent::rotation))
-        .route("/api/v1/agent/keys", get(agent::own_keys))
-        .route("/api/v1/keys", get(keys::find))
-        .route("/api/v1/keys/{protector_id}/disclose", post(keys::disclose))
-        .route("/api/v1/reports/audit", get(reports::audit))
-        .route("/api/v1/reports/fleet", get(reports::fleet))
-        .route("/api/v1/audit/verify", get(reports::verify))
-        .route("/api/v1/devices", get(admin::list_devices))
-        .route("/api/v1/devices/{id}/revoke", post(admin::revoke_device))
-        .route(
-            "/api/v1/devices/{id}/allow-reenroll",
-            post(admin::allow_reenroll),
-        )
-        .route(
-            "/api/v1/enrollment-tokens",
-            get(admin::list_enrollment_tokens).post(admin::create_enrollment_token),
-        )
-        .route(
-            "/api/v1/enrollment-tokens/{id}/revoke",
-            post(admin::revoke_enrollment_token),
-        )
-        .route(
-            "/api/v1/operators",
-            get(admin::list_operators).post(admin::create_operator),
-        )
-        .route(
-            "/api/v1/operators/{id}/role",
-            post(admin::set_operator_role),
-        )
-        .route(
-            "/api/v1/operators/{id}/disable",
-            post(admin::disable_operator),
-        )
-        .route("/api/v1/tokens", post(admin::create_api_token))
-        .route("/api/v1/tokens/{id}/revoke", post(admin::revoke_api_token))
-        .fallback(error::not_found)
+    let (api, _) = routes().split_for_parts();
+    api.fallback(error::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -125,18 +88,47 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "meta",
+    security(()),
+    summary = "Liveness",
+    description = "Always 200 while the server runs.",
+    responses((status = 200, description = "running", body = wire::Health))
+)]
 async fn health() -> axum::Json<wire::Health> {
     axum::Json(wire::Health {
         status: "ok".into(),
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    security(()),
+    summary = "This document",
+    description = "The OpenAPI 3.1 description of the API (identical to docs/openapi.json).",
+    responses((status = 200, description = "OpenAPI document", body = Object))
+)]
 async fn openapi() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         crate::openapi::document_json(),
     )
         .into_response()
+}
+
+/// Answers given without reading the request body: authentication (401) runs before the body
+/// extractor, and 413/415 refuse the body unread.
+fn answers_before_body(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::UNAUTHORIZED
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    )
 }
 
 /// Timeout, metrics and the request log line. Never logs bodies, headers or query strings
@@ -155,7 +147,7 @@ async fn observe(
     let ctx = LogCtx::default();
     req.extensions_mut().insert(ctx.clone());
     let started = Instant::now();
-    let resp = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+    let mut resp = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -164,6 +156,14 @@ async fn observe(
         )
         .into_response(),
     };
+    if answers_before_body(resp.status()) {
+        // The body may still be unread on the wire: say the connection ends instead of letting
+        // the client send its next request into a socket the server is about to drop.
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
     state.metrics.observe(&route, status, elapsed.as_secs_f64());

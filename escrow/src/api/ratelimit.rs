@@ -42,6 +42,10 @@ impl RateLimiter {
         }
     }
 
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
     /// Takes one token for `key`; `Err(wait)` says how long until the next one.
     pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut buckets = match self.buckets.lock() {

@@ -1,13 +1,17 @@
 //! Reports: the recovery audit report (JSON or CSV), fleet state, and audit-chain verification.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime, Time};
+use tokio::sync::mpsc;
 
 use super::AppState;
 use super::auth::Operator;
@@ -15,7 +19,7 @@ use super::csv::write_record;
 use super::error::{ApiError, ApiQuery};
 use super::wire::*;
 use crate::audit::AuditFilter;
-use crate::model::Role;
+use crate::model::{PageRequest, Role};
 
 /// Accepts RFC 3339 (`2026-11-02T10:00:00Z`) or a bare date (`2026-11-02`, UTC; as `to` it
 /// means the end of that day).
@@ -75,13 +79,12 @@ pub const CSV_HEADER: &[&str] = &[
     "detail",
 ];
 
-pub fn audit_csv(records: &[AuditRecord]) -> String {
-    let mut out = String::new();
-    write_record(&mut out, CSV_HEADER);
+/// The CSV rows of `records` (no header).
+pub fn audit_csv_rows(out: &mut String, records: &[AuditRecord]) {
     for r in records {
         let at = r.at.format(&Rfc3339).unwrap_or_default();
         write_record(
-            &mut out,
+            out,
             &[
                 r.seq.to_string().as_str(),
                 at.as_str(),
@@ -97,9 +100,81 @@ pub fn audit_csv(records: &[AuditRecord]) -> String {
             ],
         );
     }
-    out
 }
 
+/// A response body fed chunk by chunk through a channel: the CSV export writes each batch of
+/// records as it reads it, so memory stays constant. An error ends the body abnormally (the
+/// client sees a broken transfer, never a silently shorter file).
+struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+/// Streams the whole selection as CSV.
+async fn audit_csv_stream(state: AppState, op: Operator, filter: AuditFilter) -> Response {
+    let (records_tx, mut records_rx) = mpsc::channel::<Vec<AuditRecord>>(2);
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let export = state.service.audit_export(&op.0, &filter, records_tx);
+        let write = async {
+            let mut header = String::new();
+            write_record(&mut header, CSV_HEADER);
+            if body_tx.send(Ok(Bytes::from(header))).await.is_err() {
+                return;
+            }
+            while let Some(batch) = records_rx.recv().await {
+                let mut chunk = String::with_capacity(batch.len() * 256);
+                audit_csv_rows(&mut chunk, &batch);
+                if body_tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let (exported, ()) = tokio::join!(export, write);
+        if let Err(e) = exported {
+            tracing::warn!(error = %e, "audit CSV export failed part way; the transfer was aborted");
+            let _ = body_tx
+                .send(Err(std::io::Error::other(e.public_message())))
+                .await;
+        }
+    });
+    let mut resp = axum::body::Body::new(ChannelBody(body_rx)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"netunlockd-audit.csv\""),
+    );
+    resp
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/audit",
+    tag = "reports",
+    security(("bearerToken" = [])),
+    summary = "Recovery audit report",
+    description = "Audit records filtered by date range, operator, device and kind, in chain order. JSON answers one page (`limit`, default 100, at most 1000; follow `next` with `cursor`); CSV (`format=csv`) streams the whole selection as it stood when the request arrived. Roles: admin, auditor.",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "records", content((AuditList = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody)
+    )
+)]
 pub async fn audit(
     State(state): State<AppState>,
     op: Operator,
@@ -115,29 +190,56 @@ pub async fn audit(
         }
     };
     let filter = audit_filter(&q)?;
-    let records = state.service.audit_report(&op.0, filter).await?;
-    if !csv {
-        return Ok(Json(AuditList { records }).into_response());
+    let page = PageRequest {
+        cursor: q.cursor.clone(),
+        limit: q.limit,
+    };
+    if csv {
+        if page.cursor.is_some() || page.limit.is_some() {
+            return Err(ApiError::validation(
+                "format=csv exports the whole selection; cursor and limit are for JSON pages",
+            ));
+        }
+        // Role and filter problems are answered as errors before the stream starts.
+        state
+            .service
+            .audit_report_page(&op.0, &filter, PageRequest::first(1))
+            .await?;
+        return Ok(audit_csv_stream(state, op, filter).await);
     }
-    let mut resp = audit_csv(&records).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"netunlockd-audit.csv\""),
-    );
-    Ok(resp)
+    let page = state
+        .service
+        .audit_report_page(&op.0, &filter, page)
+        .await?;
+    Ok(Json(AuditList {
+        records: page.items,
+        next: page.next,
+    })
+    .into_response())
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FleetQuery {
+    /// Devices not checked in for this many days are stale (default: server setting).
+    #[param(minimum = 1, maximum = 3650)]
     pub stale_days: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/fleet",
+    tag = "reports",
+    security(("bearerToken" = [])),
+    summary = "Fleet report",
+    description = "Stale devices, volumes without an escrowed key, disclosed keys not rotated (with age), mismatches. Roles: admin, auditor.",
+    params(FleetQuery),
+    responses(
+        (status = 200, description = "fleet state", body = FleetReport),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody)
+    )
+)]
 pub async fn fleet(
     State(state): State<AppState>,
     op: Operator,
@@ -155,6 +257,17 @@ pub async fn fleet(
     Ok(Json(state.service.fleet_report(&op.0, stale_after).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/verify",
+    tag = "reports",
+    security(("bearerToken" = [])),
+    summary = "Verify the audit hash chain",
+    description = "Recomputes every record's hash; says where the chain breaks. Roles: admin, auditor.",
+    responses(
+        (status = 200, description = "verdict (status ok or broken)", body = ChainVerification)
+    )
+)]
 pub async fn verify(
     State(state): State<AppState>,
     op: Operator,

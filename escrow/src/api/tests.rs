@@ -91,7 +91,9 @@ fn error_code(body: &str) -> String {
 #[tokio::test]
 async fn every_declared_route_is_routed() {
     let f = fixture(RateLimit::default(), 65536).await;
-    for (method, path) in ROUTES {
+    let routes = crate::openapi::documented_routes();
+    assert!(routes.len() >= 25, "{routes:?}");
+    for (method, path) in routes {
         let uri = path
             .replace("{protector_id}", "{24B0AA32-F8D0-40BA-BB05-73A800324C09}")
             .replace("{id}", "999");
@@ -414,10 +416,5 @@ fn escrow_bodies_are_validated_item_by_item() {
             err.message
         );
     }
-    let err = parse_escrow(EscrowBody {
-        items: vec![],
-        tpm_owner_auth: None,
-    })
-    .unwrap_err();
-    assert!(err.message.contains("items is empty"));
+    // Counts and sizes are the service's to check, once (see model::limits).
 }

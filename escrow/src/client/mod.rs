@@ -174,6 +174,28 @@ impl ApiClient {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// GETs a list: one page when `query` names a cursor or limit, else every page, joined
+    /// (following `next`, so nothing is cut short).
+    async fn get_list<T: DeserializeOwned + Paged>(
+        &self,
+        path: &str,
+        mut query: Vec<(&str, String)>,
+    ) -> Result<T, ClientError> {
+        let one_page = query.iter().any(|(k, _)| *k == "cursor" || *k == "limit");
+        let mut all: T = self.call::<(), _>(Method::GET, path, &query, None).await?;
+        if one_page {
+            return Ok(all);
+        }
+        query.push(("limit", crate::model::limits::MAX_PAGE_SIZE.to_string()));
+        while let Some(cursor) = all.take_next() {
+            query.retain(|(k, _)| *k != "cursor");
+            query.push(("cursor", cursor));
+            let page: T = self.call::<(), _>(Method::GET, path, &query, None).await?;
+            all.append(page);
+        }
+        Ok(all)
+    }
+
     async fn call_no_content<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -232,24 +254,14 @@ impl ApiClient {
 
     /// `GET /keys?prefix=`: candidates whose recovery key ID starts with these 8 hex digits.
     pub async fn find_by_prefix(&self, prefix8: &str) -> Result<KeyList, ClientError> {
-        self.call::<(), _>(
-            Method::GET,
-            "keys",
-            &[("prefix", prefix8.to_string())],
-            None,
-        )
-        .await
+        self.get_list("keys", vec![("prefix", prefix8.to_string())])
+            .await
     }
 
     /// `GET /keys?device=`: every key of one device (history included).
     pub async fn find_by_device(&self, device_name: &str) -> Result<KeyList, ClientError> {
-        self.call::<(), _>(
-            Method::GET,
-            "keys",
-            &[("device", device_name.to_string())],
-            None,
-        )
-        .await
+        self.get_list("keys", vec![("device", device_name.to_string())])
+            .await
     }
 
     /// `POST /keys/{protector_id}/disclose`: returns the recovery password (audited, rotation queued).
@@ -262,10 +274,9 @@ impl ApiClient {
         self.call(Method::POST, &path, &[], Some(body)).await
     }
 
-    /// `GET /reports/audit` as JSON.
+    /// `GET /reports/audit` as JSON: every record, or one page when `query` names a cursor or limit.
     pub async fn audit_report(&self, query: &AuditQuery) -> Result<AuditList, ClientError> {
-        self.call::<(), _>(Method::GET, "reports/audit", &query.pairs(), None)
-            .await
+        self.get_list("reports/audit", query.pairs()).await
     }
 
     /// `GET /reports/audit?format=csv`: the CSV export, verbatim.
@@ -278,6 +289,32 @@ impl ApiClient {
         resp.text()
             .await
             .map_err(|e| ClientError::Transport(error_chain(&e)))
+    }
+
+    /// `GET /reports/audit?format=csv`, written into `out` chunk by chunk as it arrives (constant
+    /// memory whatever the size of the log); returns the number of bytes written. A transfer the
+    /// server aborts is an error, never a silently shorter file.
+    pub async fn audit_report_csv_to<W: std::io::Write>(
+        &self,
+        query: &AuditQuery,
+        out: &mut W,
+    ) -> Result<u64, ClientError> {
+        let mut pairs = query.pairs();
+        pairs.push(("format", "csv".into()));
+        let mut resp = self
+            .raw::<()>(Method::GET, "reports/audit", &pairs, None)
+            .await?;
+        let mut written = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Transport(error_chain(&e)))?
+        {
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Config(format!("cannot write the export: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
     }
 
     /// `GET /reports/fleet?stale_days=`.
@@ -297,8 +334,7 @@ impl ApiClient {
 
     /// `GET /devices`.
     pub async fn list_devices(&self, query: &DeviceQuery) -> Result<DeviceList, ClientError> {
-        self.call::<(), _>(Method::GET, "devices", &query.pairs(), None)
-            .await
+        self.get_list("devices", query.pairs()).await
     }
 
     /// `POST /devices/{id}/revoke`: the device's certificate stops working at once.
@@ -324,8 +360,7 @@ impl ApiClient {
 
     /// `GET /enrollment-tokens`.
     pub async fn list_enrollment_tokens(&self) -> Result<EnrollmentTokenList, ClientError> {
-        self.call::<(), _>(Method::GET, "enrollment-tokens", &[], None)
-            .await
+        self.get_list("enrollment-tokens", Vec::new()).await
     }
 
     /// `POST /enrollment-tokens/{id}/revoke`.
@@ -344,8 +379,7 @@ impl ApiClient {
 
     /// `GET /operators`.
     pub async fn list_operators(&self) -> Result<OperatorList, ClientError> {
-        self.call::<(), _>(Method::GET, "operators", &[], None)
-            .await
+        self.get_list("operators", Vec::new()).await
     }
 
     /// `POST /operators/{id}/role`.
@@ -371,6 +405,14 @@ impl ApiClient {
         self.call(Method::POST, "tokens", &[], Some(body)).await
     }
 
+    /// `GET /tokens`: API tokens without secrets (every page unless `query` names a cursor or limit).
+    pub async fn list_api_tokens(
+        &self,
+        query: &ApiTokenQuery,
+    ) -> Result<ApiTokenList, ClientError> {
+        self.get_list("tokens", query.pairs()).await
+    }
+
     /// `POST /tokens/{id}/revoke`.
     pub async fn revoke_api_token(&self, id: &str) -> Result<(), ClientError> {
         let path = format!("tokens/{}/revoke", encode_segment(id));
@@ -385,6 +427,17 @@ impl ApiClient {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<(u16, Vec<u8>), ClientError> {
+        let (status, _, bytes) = self.request_raw_with_headers(method, path, body).await?;
+        Ok((status, bytes))
+    }
+
+    /// [`Self::request_raw`] that also returns the response headers.
+    pub async fn request_raw_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
         let mut req = self.http.request(method, self.url(path, &[])?);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token.as_str());
@@ -399,13 +452,40 @@ impl ApiClient {
             .await
             .map_err(|e| ClientError::Transport(error_chain(&e)))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| ClientError::Transport(error_chain(&e)))?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, headers, bytes.to_vec()))
     }
 }
+
+/// A list answer: its items and the cursor of the next page.
+trait Paged {
+    fn take_next(&mut self) -> Option<String>;
+    fn append(&mut self, page: Self);
+}
+
+macro_rules! paged {
+    ($t:ty, $items:ident) => {
+        impl Paged for $t {
+            fn take_next(&mut self) -> Option<String> {
+                self.next.take()
+            }
+            fn append(&mut self, page: Self) {
+                self.$items.extend(page.$items);
+                self.next = page.next;
+            }
+        }
+    };
+}
+paged!(KeyList, keys);
+paged!(DeviceList, devices);
+paged!(AuditList, records);
+paged!(EnrollmentTokenList, tokens);
+paged!(OperatorList, operators);
+paged!(ApiTokenList, tokens);
 
 /// Path segments here are ids and GUIDs; percent-encode anything else defensively.
 fn encode_segment(s: &str) -> String {

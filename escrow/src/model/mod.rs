@@ -1,6 +1,8 @@
 //! Domain types shared by every layer: what the service takes and returns, what the store reads and
 //! writes, and what the API serialises.
 
+pub mod limits;
+mod page;
 mod reports;
 
 use std::fmt;
@@ -13,8 +15,10 @@ use zeroize::Zeroizing;
 
 pub use crate::guid::ProtectorId;
 pub use crate::recovery_password::{PasswordError, RecoveryPassword, parse_recovery_password};
+pub use page::{Page, PageRequest, ResolvedPage};
 pub use reports::{
-    DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice, VolumeWithoutKey,
+    ConflictRow, DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice,
+    VolumeWithoutKey,
 };
 
 /// "DisclosureReason" → "disclosure reason": messages name the kind of value, not the Rust type.
@@ -62,6 +66,15 @@ macro_rules! string_enum {
                 s.parse().map_err(serde::de::Error::custom)
             }
         }
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($s),+]))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -181,7 +194,7 @@ pub struct EscrowRequest {
 }
 
 /// Per-item result of an escrow call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemOutcome {
     /// New protector stored.
@@ -199,8 +212,10 @@ pub struct CheckIn {
 }
 
 /// A protector the agent must rotate (state Requested) or finish rotating (NewEscrowed: remove the old one).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RotationInstruction {
+    #[serde(with = "crate::guid::braced")]
+    #[schema(value_type = String, example = "{0B3E0C6A-5D2E-4F4B-9C1D-2A6B8E7F0011}")]
     pub volume_guid: Uuid,
     pub protector_id: ProtectorId,
     pub state: RotationState,
@@ -209,11 +224,14 @@ pub struct RotationInstruction {
 }
 
 /// A key as shown to the help desk: everything but the secret.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Key)]
 pub struct KeyCandidate {
     pub device_id: i64,
     pub device_name: String,
     pub domain: Option<String>,
+    #[serde(with = "crate::guid::braced")]
+    #[schema(value_type = String, example = "{0B3E0C6A-5D2E-4F4B-9C1D-2A6B8E7F0011}")]
     pub volume_guid: Uuid,
     pub volume_type: VolumeType,
     pub mount_point: Option<String>,
@@ -225,19 +243,44 @@ pub struct KeyCandidate {
     #[serde(with = "time::serde::rfc3339::option")]
     pub disclosed_at: Option<OffsetDateTime>,
     pub rotation: RotationState,
+    /// When the device enrolled (its record was created).
+    #[serde(with = "time::serde::rfc3339")]
+    pub device_enrolled_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub device_last_check_in: Option<OffsetDateTime>,
+    /// Lower-case hex SHA-256 of the device's client certificate: tells a clone from the real server.
+    pub device_cert_sha256: String,
+}
+
+/// A help-desk disclosure request as received. The service checks every field inside the audited
+/// path, so any refusal is in the audit log, with the key's device when the key exists.
+#[derive(Clone, Debug)]
+pub struct DiscloseRequest {
+    pub protector_id: ProtectorId,
+    /// The device, by id (as listed by a lookup)…
+    pub device_id: Option<i64>,
+    /// …and/or by name: `NAME` or domain-qualified `DOMAIN\NAME`.
+    pub device_name: Option<String>,
+    /// An MBAM reason code ([`DisclosureReason`]); required.
+    pub reason: Option<String>,
+    /// Free text; required with reason `other`.
+    pub reason_text: Option<String>,
+    pub client_addr: Option<std::net::IpAddr>,
 }
 
 /// The answer to a successful disclosure. Its audit record is committed before this value exists.
 #[derive(Clone, Debug, Serialize)]
 pub struct Disclosure {
     pub candidate: KeyCandidate,
+    pub reason: DisclosureReason,
     pub recovery_password: RecoveryPassword,
     pub key_package: Option<Vec<u8>>,
     pub audit_seq: i64,
 }
 
 /// An enrolled device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Device)]
 pub struct DeviceInfo {
     pub id: i64,
     pub computer_name: String,
@@ -263,7 +306,8 @@ pub struct DeviceFilter {
     pub stale_for_secs: Option<u64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = EnrollmentToken)]
 pub struct EnrollmentTokenInfo {
     pub id: i64,
     pub note: Option<String>,
@@ -276,7 +320,8 @@ pub struct EnrollmentTokenInfo {
     pub revoked: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Operator)]
 pub struct OperatorInfo {
     pub id: i64,
     pub name: String,
@@ -286,7 +331,8 @@ pub struct OperatorInfo {
     pub created_at: OffsetDateTime,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ApiToken)]
 pub struct ApiTokenInfo {
     pub id: i64,
     pub operator_id: i64,

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::{KeyCandidate, ProtectorId, VolumeType};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StaleDevice {
     pub device_id: i64,
     pub computer_name: String,
@@ -14,26 +14,30 @@ pub struct StaleDevice {
     pub last_check_in: Option<OffsetDateTime>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeWithoutKey {
     pub device_id: i64,
     pub computer_name: String,
+    #[serde(with = "crate::guid::braced")]
+    #[schema(value_type = String, example = "{0B3E0C6A-5D2E-4F4B-9C1D-2A6B8E7F0011}")]
     pub volume_guid: uuid::Uuid,
     pub volume_type: VolumeType,
     pub mount_point: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DisclosedNotRotated {
     pub key: KeyCandidate,
     /// Seconds since the disclosure.
     pub age_secs: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MismatchRow {
     pub device_id: i64,
     pub computer_name: String,
+    #[serde(with = "crate::guid::braced")]
+    #[schema(value_type = String, example = "{0B3E0C6A-5D2E-4F4B-9C1D-2A6B8E7F0011}")]
     pub volume_guid: uuid::Uuid,
     pub protector_id: ProtectorId,
     #[serde(with = "time::serde::rfc3339")]
@@ -41,7 +45,24 @@ pub struct MismatchRow {
     pub audit_seq: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A protector ID escrowed by a device while another device already held it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConflictRow {
+    pub protector_id: ProtectorId,
+    /// The device that escrowed it last…
+    pub device_id: i64,
+    pub computer_name: String,
+    pub domain: Option<String>,
+    /// …and the one that held it already.
+    pub other_device_id: i64,
+    pub other_computer_name: String,
+    pub other_domain: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub detected_at: OffsetDateTime,
+    pub audit_seq: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FleetReport {
     #[serde(with = "time::serde::rfc3339")]
     pub generated_at: OffsetDateTime,
@@ -50,6 +71,8 @@ pub struct FleetReport {
     pub volumes_without_key: Vec<VolumeWithoutKey>,
     pub disclosed_not_rotated: Vec<DisclosedNotRotated>,
     pub mismatches: Vec<MismatchRow>,
+    /// Protector IDs held by more than one device.
+    pub protector_conflicts: Vec<ConflictRow>,
 }
 
 /// Numbers for Prometheus gauges.
@@ -69,5 +92,6 @@ pub struct FleetGauges {
     /// Age in seconds of the oldest disclosed-but-not-rotated key (0 if none).
     pub oldest_disclosed_not_rotated_secs: i64,
     pub mismatches: i64,
+    pub protector_conflicts: i64,
     pub audit_chain_length: i64,
 }

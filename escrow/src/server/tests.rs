@@ -129,3 +129,46 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let r = start(ServerLimits {
+        max_connections_per_client: 2,
+        handshake_timeout: Duration::from_secs(5),
+        ..ServerLimits::default()
+    })
+    .await;
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let addr = r.addr;
+        async move {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(SocketAddr::new(ip, 0)).unwrap();
+            s.connect(addr).await.unwrap()
+        }
+    };
+    // Two idle connections from one host fill its share.
+    let _hog1 = from("127.0.0.1").await;
+    let hog2 = from("127.0.0.1").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third from that host is closed at once…
+    let mut third = from("127.0.0.1").await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), third.read(&mut buf))
+        .await
+        .expect("the server closes a connection over the per-address cap at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // …while another host's connection is accepted and waits for its TLS handshake.
+    let mut other = from("127.0.0.2").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), other.read(&mut buf))
+            .await
+            .is_err(),
+        "a connection from another address must stay open"
+    );
+    // A slot given back serves that host again.
+    drop(hog2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(client(&r).health().await.unwrap().status, "ok");
+}

@@ -19,9 +19,10 @@ use crate::store::audit::{self as audit_log, NewAudit};
 use crate::store::keys::{self, volume_db};
 use crate::store::{Tx, devices};
 
-pub const MAX_ITEMS_PER_ESCROW: usize = 64;
-pub const MAX_KEY_PACKAGE_BYTES: usize = 64 * 1024;
-pub const MAX_CHECKIN_ENTRIES: usize = 1024;
+use crate::model::limits::{
+    MAX_CHECKIN_ENTRIES, MAX_KEY_PACKAGE_BYTES, MAX_MOUNT_POINT_CHARS, MAX_PROTECTORS_PER_ESCROW,
+    MAX_TPM_OWNER_AUTH_CHARS,
+};
 
 fn validate_item(i: &EscrowItem) -> Result<Option<String>, EscrowError> {
     if i.key_package
@@ -35,21 +36,22 @@ fn validate_item(i: &EscrowItem) -> Result<Option<String>, EscrowError> {
     }
     i.mount_point
         .as_deref()
-        .map(|m| clean_text("mount point", m, 260))
+        .map(|m| clean_text("mount point", m, MAX_MOUNT_POINT_CHARS))
         .transpose()
         .map(|m| m.filter(|m| !m.is_empty()))
 }
 
 /// Check an escrow request before it joins a commit batch; returns the cleaned mount points.
 fn validate_request(req: &EscrowRequest) -> Result<Vec<Option<String>>, EscrowError> {
-    if req.items.is_empty() && req.tpm_owner_auth.is_none() {
+    if req.items.is_empty() {
         return Err(EscrowError::Validation(
-            "nothing to escrow: give at least one protector".into(),
+            "items is empty: send at least one recovery protector".into(),
         ));
     }
-    if req.items.len() > MAX_ITEMS_PER_ESCROW {
+    if req.items.len() > MAX_PROTECTORS_PER_ESCROW {
         return Err(EscrowError::Validation(format!(
-            "at most {MAX_ITEMS_PER_ESCROW} protectors per call"
+            "items lists {} protectors; at most {MAX_PROTECTORS_PER_ESCROW} per call (split the batch)",
+            req.items.len()
         )));
     }
     let mounts = req
@@ -60,11 +62,11 @@ fn validate_request(req: &EscrowRequest) -> Result<Vec<Option<String>>, EscrowEr
     if req
         .tpm_owner_auth
         .as_ref()
-        .is_some_and(|t| t.is_empty() || t.len() > 1024)
+        .is_some_and(|t| t.is_empty() || t.len() > MAX_TPM_OWNER_AUTH_CHARS)
     {
-        return Err(EscrowError::Validation(
-            "tpm_owner_auth must be 1..1024 characters".into(),
-        ));
+        return Err(EscrowError::Validation(format!(
+            "tpm_owner_auth must be 1..{MAX_TPM_OWNER_AUTH_CHARS} characters"
+        )));
     }
     Ok(mounts)
 }
@@ -220,16 +222,17 @@ impl EscrowService {
         Ok(next)
     }
 
-    /// The device's own escrowed keys (metadata only).
+    /// The device's own escrowed keys (metadata only); refused like every agent call when the
+    /// device was revoked or re-bound since its certificate was looked up.
     pub async fn device_own_keys(
         &self,
         device: &DeviceInfo,
     ) -> Result<Vec<KeyCandidate>, EscrowError> {
-        keys::own(
-            &mut *self.inner.db.conn().await?,
-            device.id,
-            &device.client_cert_sha256,
-        )
-        .await
+        let mut conn = self.inner.db.conn().await?;
+        match devices::active_by_cert(&mut *conn, &device.client_cert_sha256).await? {
+            Some(d) if d.id == device.id => {}
+            _ => return Err(not_active(device)),
+        }
+        keys::own(&mut *conn, device.id, &device.client_cert_sha256).await
     }
 }

@@ -4,14 +4,16 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{EscrowService, clean_text, require_role};
+use super::{EscrowService, all_pages, clean_text, require_role, resolve_page};
 use crate::audit::{action, to_micros};
 use crate::error::EscrowError;
-use crate::model::{Actor, AuditOutcome, DeviceFilter, DeviceInfo, EnrollmentTokenInfo, Role};
+use crate::model::{
+    Actor, AuditOutcome, DeviceFilter, DeviceInfo, EnrollmentTokenInfo, Page, PageRequest, Role,
+};
 use crate::sealing::{ct_eq, new_token_secret, token_hash};
 use crate::store::audit::{self as audit_log, NewAudit};
 use crate::store::devices::{NewDevice, name_key};
-use crate::store::{devices, tokens};
+use crate::store::{Backend, devices, tokens};
 
 /// Enrollment token secrets start with this prefix.
 pub const ENROLLMENT_TOKEN_PREFIX: &str = "nue";
@@ -123,12 +125,29 @@ impl EscrowService {
         Ok((info, secret.to_string()))
     }
 
+    /// One page of the enrollment tokens (no secrets), by id. Role: admin.
+    pub async fn list_enrollment_tokens_page(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> Result<Page<EnrollmentTokenInfo>, EscrowError> {
+        require_role(actor, &[Role::Admin], "list enrollment tokens")?;
+        let page = resolve_page(&page)?;
+        let rows = tokens::list_enrollment(
+            &mut *self.inner.db.conn().await?,
+            page.after.unwrap_or(0),
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.finish(rows, |t| t.id))
+    }
+
+    /// Every enrollment token (no secrets).
     pub async fn list_enrollment_tokens(
         &self,
         actor: &Actor,
     ) -> Result<Vec<EnrollmentTokenInfo>, EscrowError> {
-        require_role(actor, &[Role::Admin], "list enrollment tokens")?;
-        tokens::list_enrollment(&mut *self.inner.db.conn().await?).await
+        all_pages(|p| self.list_enrollment_tokens_page(actor, p)).await
     }
 
     pub async fn revoke_enrollment_token(&self, actor: &Actor, id: i64) -> Result<(), EscrowError> {
@@ -156,8 +175,8 @@ impl EscrowService {
 
     /// Enroll a device with an enrollment token, binding its client certificate (SHA-256 of the DER).
     ///
-    /// Rules: a new computer name creates a device; the same name with the same certificate is an idempotent
-    /// retry (no token use); a revoked device, or an active one with another certificate, needs an admin's
+    /// Rules: a new computer name creates a device; the same name (and domain) with the same certificate
+    /// of an active device is an idempotent retry, answered before any token check (no token use); a revoked device, or an active one with another certificate, needs an admin's
     /// `allow_reenroll` first, after which the new certificate is bound to the existing record (history kept).
     pub async fn enroll_device(
         &self,
@@ -177,6 +196,17 @@ impl EscrowService {
         let hash = token_hash(token_secret.trim());
         let now = self.now_us();
         let mut tx = self.inner.db.begin_write().await?;
+        let key = name_key(&name, domain.as_deref());
+        let existing = devices::by_name_key(&mut tx, &key).await?;
+        if let Some(d) = existing
+            .as_ref()
+            .filter(|d| !d.revoked && !d.reenroll_allowed && d.client_cert_sha256 == cert)
+        {
+            // A retried enrollment (the agent lost our answer, or its token has expired since):
+            // the certificate already authenticates this active device, so no token is checked
+            // or used and nothing changes.
+            return Ok(d.clone());
+        }
         let tok = tokens::enrollment_by_hash(&mut tx, &hash).await?;
         let Some(tok) = tok.filter(|t| ct_eq(&t.hash, &hash)) else {
             return Err(EscrowError::Unauthorized);
@@ -190,15 +220,6 @@ impl EscrowService {
             return Err(EscrowError::Gone(
                 "this enrollment token has expired; ask an admin for a new one".into(),
             ));
-        }
-        let key = name_key(&name, domain.as_deref());
-        let existing = devices::by_name_key(&mut tx, &key).await?;
-        if let Some(d) = existing
-            .as_ref()
-            .filter(|d| !d.revoked && !d.reenroll_allowed && d.client_cert_sha256 == cert)
-        {
-            // A retried enrollment (the agent lost our answer): same binding, nothing to change.
-            return Ok(d.clone());
         }
         if tok.uses >= tok.max_uses {
             return Err(EscrowError::Gone(
@@ -256,6 +277,11 @@ impl EscrowService {
     }
 
     /// The active device bound to this client certificate; None if unknown or revoked.
+    ///
+    /// Only a SQLite database is served from the cache: it belongs to this appliance alone, and
+    /// this service invalidates the cache on every change. A PostgreSQL database may be shared by
+    /// several appliances, and a revocation through one must be refused by all at once, so there
+    /// what decides access is read from the database on every request.
     pub async fn device_by_cert(
         &self,
         client_cert_sha256: &str,
@@ -263,6 +289,9 @@ impl EscrowService {
         let Ok(cert) = validate_cert_sha256(client_cert_sha256) else {
             return Ok(None);
         };
+        if self.backend() == Backend::Postgres {
+            return devices::active_by_cert(&mut *self.inner.db.conn().await?, &cert).await;
+        }
         if let Some(d) = self.inner.devices.get(&cert) {
             return Ok(Some(d));
         }
@@ -274,12 +303,24 @@ impl EscrowService {
         Ok(device)
     }
 
+    /// Every device matching `filter`.
     pub async fn list_devices(
         &self,
         actor: &Actor,
         filter: DeviceFilter,
     ) -> Result<Vec<DeviceInfo>, EscrowError> {
+        all_pages(|p| self.list_devices_page(actor, &filter, p)).await
+    }
+
+    /// One page of the devices matching `filter`, by device id. Roles: admin, auditor.
+    pub async fn list_devices_page(
+        &self,
+        actor: &Actor,
+        filter: &DeviceFilter,
+        page: PageRequest,
+    ) -> Result<Page<DeviceInfo>, EscrowError> {
         require_role(actor, &[Role::Admin, Role::Auditor], "list devices")?;
+        let page = resolve_page(&page)?;
         let stale_before = filter.stale_for_secs.map(|s| {
             self.now_us().saturating_sub(
                 i64::try_from(s)
@@ -287,7 +328,15 @@ impl EscrowService {
                     .saturating_mul(1_000_000),
             )
         });
-        devices::list(&mut *self.inner.db.conn().await?, &filter, stale_before).await
+        let rows = devices::list(
+            &mut *self.inner.db.conn().await?,
+            filter,
+            stale_before,
+            page.after.unwrap_or(0),
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.finish(rows, |d| d.id))
     }
 
     pub async fn revoke_device(&self, actor: &Actor, device_id: i64) -> Result<(), EscrowError> {

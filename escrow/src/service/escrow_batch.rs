@@ -14,7 +14,7 @@ use crate::error::EscrowError;
 use crate::model::{Actor, AuditOutcome, DeviceInfo, EscrowRequest, ItemOutcome};
 use crate::sealing::{Sealer, aad, ct_eq};
 use crate::store::audit::{self as audit_log, AuditCursor, NewAudit};
-use crate::store::keys::{self, NewMismatch, NewProtector, StoredVolume, volume_db};
+use crate::store::keys::{self, NewConflict, NewMismatch, NewProtector, StoredVolume, volume_db};
 use crate::store::{Tx, devices};
 
 pub(crate) type Outcome = Result<Vec<ItemOutcome>, EscrowError>;
@@ -49,6 +49,7 @@ struct Writes {
     tpm: Vec<(i64, Vec<u8>)>,
     audit: Vec<AuditRecord>,
     mismatches: Vec<NewMismatch>,
+    conflicts: Vec<NewConflict>,
 }
 
 impl EscrowService {
@@ -102,6 +103,16 @@ impl EscrowService {
                 )
             })
             .collect();
+
+        // Who already holds each protector ID: a device escrowing an ID another device holds is a
+        // conflict (cloned VM or rogue device), recorded next to the stored row.
+        let pids: Vec<String> = keys
+            .iter()
+            .map(|(_, pid)| pid.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut holders = keys::devices_holding(tx, &pids).await?;
 
         let mut w = Writes::default();
         for job in jobs {
@@ -179,7 +190,7 @@ impl EscrowService {
                         w.protectors.push(NewProtector {
                             device_id: device.id,
                             volume_id,
-                            protector_id: pid,
+                            protector_id: pid.clone(),
                             prefix: item.protector_id.prefix8(),
                             password_sealed: sealed,
                             password_mac: mac,
@@ -193,6 +204,32 @@ impl EscrowService {
                                 .detail(json!({"volume_guid": vg, "volume_type": item.volume_type, "key_package": item.key_package.is_some()})),
                             now,
                         ));
+                        let held_by = holders.entry(pid.clone()).or_default();
+                        let others: Vec<i64> = held_by
+                            .iter()
+                            .copied()
+                            .filter(|d| *d != device.id)
+                            .collect();
+                        if !held_by.contains(&device.id) {
+                            held_by.push(device.id);
+                        }
+                        if !others.is_empty() {
+                            let rec = audit.stage(
+                                NewAudit::new(&actor, action::ESCROW_CONFLICT, AuditOutcome::Failure)
+                                    .device(device.id, &device.computer_name)
+                                    .protector(item.protector_id.to_string())
+                                    .detail(json!({"volume_guid": vg, "other_device_ids": others,
+                                        "note": "protector ID already escrowed by another device; both kept, disclose by device_id"})),
+                                now,
+                            );
+                            w.conflicts.extend(others.iter().map(|other| NewConflict {
+                                protector_id: pid.clone(),
+                                device_id: device.id,
+                                other_device_id: *other,
+                                audit_seq: rec.seq,
+                            }));
+                            w.audit.push(rec);
+                        }
                         ItemOutcome::Stored
                     }
                 };
@@ -267,5 +304,6 @@ async fn write_all(tx: &mut Tx, w: Writes, now_us: i64) -> Result<(), EscrowErro
         keys::upsert_tpm(tx, device_id, sealed, now_us).await?;
     }
     audit_log::insert_rows(tx, &w.audit).await?;
-    keys::insert_mismatches(tx, &w.mismatches, now_us).await
+    keys::insert_mismatches(tx, &w.mismatches, now_us).await?;
+    keys::insert_conflicts(tx, &w.conflicts, now_us).await
 }

@@ -6,55 +6,100 @@ use std::net::IpAddr;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{EscrowService, clean_text, require_role};
+use super::disclose_target::{Choice, DeviceSelector, choose};
+use super::{EscrowService, all_pages, clean_text, require_role, resolve_page};
 use crate::audit::action;
 use crate::error::EscrowError;
 use crate::guid::parse_prefix8;
 use crate::model::{
-    Actor, AuditOutcome, Disclosure, DisclosureReason, KeyCandidate, ProtectorId, Role,
-    parse_recovery_password,
+    Actor, AuditOutcome, DiscloseRequest, Disclosure, DisclosureReason, KeyCandidate, Page,
+    PageRequest, ProtectorId, Role, parse_recovery_password,
 };
 use crate::sealing::aad;
 use crate::store::Tx;
 use crate::store::audit::{self as audit_log, NewAudit};
 use crate::store::keys::{self, volume_db};
 
-/// Most candidates returned for one prefix (a prefix collides rarely; this bounds enumeration).
-pub const MAX_CANDIDATES: i64 = 50;
+fn reason_codes() -> String {
+    DisclosureReason::ALL
+        .iter()
+        .map(DisclosureReason::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl EscrowService {
-    /// Keys whose recovery key ID starts with these 8 hex digits (indexed lookup). No secrets.
-    pub async fn find_by_prefix(
+    /// One page of the keys of active devices whose recovery key ID starts with these 8 hex
+    /// digits (indexed lookup), newest first, each with its device's id, name, domain, enrolment
+    /// time, certificate fingerprint and last check-in (what tells a clone from the real server).
+    /// No secrets. Roles: admin, helpdesk.
+    pub async fn find_by_prefix_page(
         &self,
         actor: &Actor,
         prefix8: &str,
-    ) -> Result<Vec<KeyCandidate>, EscrowError> {
+        page: PageRequest,
+    ) -> Result<Page<KeyCandidate>, EscrowError> {
         require_role(
             actor,
             &[Role::Admin, Role::Helpdesk],
             "look up recovery keys",
         )?;
         let prefix = parse_prefix8(prefix8).map_err(EscrowError::Validation)?;
-        keys::by_prefix(&mut *self.inner.db.conn().await?, &prefix, MAX_CANDIDATES).await
+        let page = resolve_page(&page)?;
+        let rows = keys::by_prefix(
+            &mut *self.inner.db.conn().await?,
+            &prefix,
+            page.after.unwrap_or(i64::MAX),
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.finish(rows, |(_, row)| *row).map(|(c, _)| c))
     }
 
-    /// Keys of a device (case-insensitive computer name), newest first, including history.
-    pub async fn find_by_device(
+    /// Every key of [`Self::find_by_prefix_page`].
+    pub async fn find_by_prefix(
+        &self,
+        actor: &Actor,
+        prefix8: &str,
+    ) -> Result<Vec<KeyCandidate>, EscrowError> {
+        all_pages(|p| self.find_by_prefix_page(actor, prefix8, p)).await
+    }
+
+    /// One page of the keys of active devices with this computer name (any case, any domain),
+    /// newest first, history included. Roles: admin, helpdesk.
+    pub async fn find_by_device_page(
         &self,
         actor: &Actor,
         device_name: &str,
-    ) -> Result<Vec<KeyCandidate>, EscrowError> {
+        page: PageRequest,
+    ) -> Result<Page<KeyCandidate>, EscrowError> {
         require_role(
             actor,
             &[Role::Admin, Role::Helpdesk],
             "look up recovery keys",
         )?;
         let name = super::devices::validate_computer_name(device_name)?;
-        keys::by_device_name(&mut *self.inner.db.conn().await?, &name, 1000).await
+        let page = resolve_page(&page)?;
+        let rows = keys::by_device_name(
+            &mut *self.inner.db.conn().await?,
+            &name,
+            page.after.unwrap_or(i64::MAX),
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.finish(rows, |(_, row)| *row).map(|(c, _)| c))
     }
 
-    /// Disclose one recovery password. Helpdesk must name the device; the reason is mandatory (`Other` needs
-    /// text). Failed attempts are audited too.
+    /// Every key of [`Self::find_by_device_page`].
+    pub async fn find_by_device(
+        &self,
+        actor: &Actor,
+        device_name: &str,
+    ) -> Result<Vec<KeyCandidate>, EscrowError> {
+        all_pages(|p| self.find_by_device_page(actor, device_name, p)).await
+    }
+
+    /// Disclose one recovery password (convenience form of [`Self::disclose_request`]).
     pub async fn disclose(
         &self,
         actor: &Actor,
@@ -64,27 +109,46 @@ impl EscrowService {
         reason_text: Option<&str>,
         client_addr: Option<IpAddr>,
     ) -> Result<Disclosure, EscrowError> {
+        self.disclose_request(
+            actor,
+            &DiscloseRequest {
+                protector_id: *protector_id,
+                device_id: None,
+                device_name: device_name.map(str::to_owned),
+                reason: Some(reason.as_str().to_owned()),
+                reason_text: reason_text.map(str::to_owned),
+                client_addr,
+            },
+        )
+        .await
+    }
+
+    /// Disclose one recovery password. The reason is mandatory (`other` needs text); helpdesk must
+    /// name the device (by id, `NAME` or `DOMAIN\NAME`); when several active devices hold the key
+    /// ID, the device must be named unambiguously. Revoked devices are ignored. Every refusal is
+    /// audited, with the key's device when the request identifies it (or only one device holds it).
+    pub async fn disclose_request(
+        &self,
+        actor: &Actor,
+        req: &DiscloseRequest,
+    ) -> Result<Disclosure, EscrowError> {
         let now = self.now();
         let now_us = self.now_us();
-        let client = client_addr.map(|a| a.to_string());
+        let client = req.client_addr.map(|a| a.to_string());
+        let selector = DeviceSelector::new(req.device_id, req.device_name.as_deref());
         // Not while a DEK rotation swaps keys (it holds this lock exclusively).
         let _keys = self.inner.seal_lock.read().await;
         let mut tx = self.inner.db.begin_write().await?;
+        let given_reason = req
+            .reason
+            .as_deref()
+            .map(|r| r.chars().take(64).collect::<String>());
         let base = NewAudit::new(actor, action::DISCLOSE, AuditOutcome::Failure)
-            .protector(protector_id.to_string())
-            .reason(Some(reason.as_str().to_owned()))
+            .protector(req.protector_id.to_string())
+            .reason(given_reason)
             .client(client.clone());
         match self
-            .disclose_in_tx(
-                &mut tx,
-                actor,
-                protector_id,
-                device_name,
-                reason,
-                reason_text,
-                base.clone(),
-                now_us,
-            )
+            .disclose_in_tx(&mut tx, actor, req, &selector, base.clone(), now_us)
             .await
         {
             Ok(d) => {
@@ -96,10 +160,21 @@ impl EscrowService {
                 // Nothing but the failure record is written: roll back, then audit the failure on its own.
                 drop(tx);
                 let mut tx = self.inner.db.begin_write().await?;
-                let (dev_id, dev_name) = (None::<i64>, device_name.map(str::to_owned));
-                let mut rec = base
-                    .detail(json!({"error": e.public_message(), "device_name_given": dev_name}));
-                rec.device_id = dev_id;
+                let holders = keys::holders(&mut tx, &req.protector_id).await?;
+                let holder_ids: Vec<i64> = holders.iter().map(|(c, _)| c.device_id).collect();
+                let device = match choose(holders, &selector) {
+                    Choice::One((c, _)) => Some(c),
+                    Choice::NoMatch | Choice::Ambiguous(_) => None,
+                };
+                let mut rec = base.detail(json!({
+                    "error": e.public_message(),
+                    "device_name_given": req.device_name,
+                    "device_id_given": req.device_id,
+                    "holder_device_ids": holder_ids,
+                }));
+                if let Some(c) = device {
+                    rec = rec.device(c.device_id, &c.device_name);
+                }
                 audit_log::append(&mut tx, rec, now).await?;
                 tx.commit().await?;
                 Err(e)
@@ -107,24 +182,32 @@ impl EscrowService {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn disclose_in_tx(
         &self,
         tx: &mut Tx,
         actor: &Actor,
-        protector_id: &ProtectorId,
-        device_name: Option<&str>,
-        reason: DisclosureReason,
-        reason_text: Option<&str>,
+        req: &DiscloseRequest,
+        selector: &DeviceSelector,
         base: NewAudit,
         now_us: i64,
     ) -> Result<Disclosure, EscrowError> {
+        let protector_id = &req.protector_id;
         let role = require_role(
             actor,
             &[Role::Admin, Role::Helpdesk],
             "disclose recovery keys",
         )?;
-        let text = reason_text
+        let reason: DisclosureReason = req
+            .reason
+            .as_deref()
+            .ok_or_else(|| {
+                EscrowError::Validation(format!("reason is required: one of {}", reason_codes()))
+            })?
+            .parse()
+            .map_err(|e: String| EscrowError::Validation(format!("reason: {e}")))?;
+        let text = req
+            .reason_text
+            .as_deref()
             .map(|t| clean_text("reason text", t, 500))
             .transpose()?
             .filter(|t| !t.is_empty());
@@ -133,10 +216,9 @@ impl EscrowService {
                 "reason 'other' needs a free-text explanation".into(),
             ));
         }
-        let device_name = device_name.map(str::trim).filter(|n| !n.is_empty());
-        if role == Role::Helpdesk && device_name.is_none() {
+        if role == Role::Helpdesk && selector.is_empty() {
             return Err(EscrowError::Validation(
-                "the helpdesk role must give the device name as well as the key ID".into(),
+                "the helpdesk role must name the device (device_id, or device_name as NAME or DOMAIN\\NAME) as well as the key ID".into(),
             ));
         }
         let holders = keys::holders(tx, protector_id).await?;
@@ -145,20 +227,22 @@ impl EscrowService {
                 "no escrowed key with ID {protector_id}"
             )));
         }
-        let mut matching: Vec<(KeyCandidate, i64)> = holders
-            .into_iter()
-            .filter(|(c, _)| device_name.is_none_or(|n| c.device_name.eq_ignore_ascii_case(n)))
-            .collect();
-        let (cand, row_id) = match matching.len() {
-            0 => {
+        let (cand, row_id) = match choose(holders, selector) {
+            Choice::One(c) => c,
+            Choice::NoMatch => {
                 return Err(EscrowError::Forbidden(format!(
                     "key {protector_id} does not belong to the device named"
                 )));
             }
-            1 => matching.remove(0),
-            n => {
+            Choice::Ambiguous(devices) => {
+                let listed: Vec<String> = devices
+                    .iter()
+                    .map(|(id, name)| format!("device_id {id} ({name})"))
+                    .collect();
                 return Err(EscrowError::Conflict(format!(
-                    "key ID {protector_id} is escrowed by {n} devices; give the device name"
+                    "key ID {protector_id} is escrowed by {} devices: {}; give device_id (listed by GET /keys?prefix=) to choose",
+                    devices.len(),
+                    listed.join(", ")
                 )));
             }
         };
@@ -197,6 +281,7 @@ impl EscrowService {
         let seq = audit_log::append(tx, rec, self.now()).await?;
         Ok(Disclosure {
             candidate: keys::by_row(tx, row_id).await?,
+            reason,
             recovery_password: password,
             key_package,
             audit_seq: seq,

@@ -8,10 +8,12 @@ mod clock;
 mod committer;
 mod device_cache;
 mod devices;
+mod disclose_target;
 mod escrow_batch;
 mod helpdesk;
 mod keys;
 pub mod membership;
+mod lookup_limit;
 mod operators;
 mod reports;
 
@@ -22,7 +24,7 @@ use time::OffsetDateTime;
 
 use crate::audit::to_micros;
 use crate::error::EscrowError;
-use crate::model::{Actor, ActorKind, Role};
+use crate::model::{Actor, ActorKind, Page, PageRequest, ResolvedPage, Role};
 use crate::sealing::{Dek, Kek, Sealer};
 use crate::store::{self, Backend, Db};
 
@@ -189,6 +191,31 @@ async fn load_or_create_keyring(
     };
     tx.commit().await?;
     Ok(sealer)
+}
+
+/// Every item of a paged list, following `next` (for callers that want the whole list: the CLI,
+/// tests; the API answers one page at a time).
+pub(crate) async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, EscrowError>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: Future<Output = Result<Page<T>, EscrowError>>,
+{
+    let mut req = PageRequest::first(crate::model::limits::MAX_PAGE_SIZE);
+    let mut out = Vec::new();
+    loop {
+        let p = page(req.clone()).await?;
+        let next = req.after(&p);
+        out.extend(p.items);
+        match next {
+            Some(n) => req = n,
+            None => return Ok(out),
+        }
+    }
+}
+
+/// The validated page, or a validation error naming the problem.
+pub(crate) fn resolve_page(page: &PageRequest) -> Result<ResolvedPage, EscrowError> {
+    page.resolve().map_err(EscrowError::Validation)
 }
 
 /// Refuse unless the actor is an operator (or local admin) holding one of `roles`. Returns the role.

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{EscrowService, clean_text, require_role};
+use super::{EscrowService, all_pages, clean_text, require_role, resolve_page};
 use crate::audit::{action, from_micros, to_micros};
 use crate::error::EscrowError;
-use crate::model::{Actor, ApiTokenInfo, AuditOutcome, OperatorInfo, Role};
+use crate::model::{Actor, ApiTokenInfo, AuditOutcome, OperatorInfo, Page, PageRequest, Role};
 use crate::sealing::{ct_eq, new_token_secret, token_hash};
 use crate::store::audit::{self as audit_log, NewAudit};
 use crate::store::{Tx, operators, tokens};
@@ -42,7 +42,7 @@ impl EscrowService {
         let mut tx = self.inner.db.begin_write().await?;
         if operators::count_enabled_admins(&mut tx, None).await? > 0 && !force {
             return Err(EscrowError::Conflict(
-                "an admin operator already exists; ask an admin for a token, or bootstrap with --force on the appliance".into(),
+                "an admin operator already exists; ask an admin for a token, or, if every admin token is lost, run `netunlockd operator bootstrap --force --name <admin>` on the appliance (audited)".into(),
             ));
         }
         let id = match operators::by_name(&mut tx, &name).await? {
@@ -150,9 +150,26 @@ impl EscrowService {
         Ok(())
     }
 
-    pub async fn list_operators(&self, actor: &Actor) -> Result<Vec<OperatorInfo>, EscrowError> {
+    /// One page of the operators, by id. Role: admin.
+    pub async fn list_operators_page(
+        &self,
+        actor: &Actor,
+        page: PageRequest,
+    ) -> Result<Page<OperatorInfo>, EscrowError> {
         require_role(actor, &[Role::Admin], "list operators")?;
-        operators::list(&mut *self.inner.db.conn().await?).await
+        let page = resolve_page(&page)?;
+        let rows = operators::list(
+            &mut *self.inner.db.conn().await?,
+            page.after.unwrap_or(0),
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.finish(rows, |o| o.id))
+    }
+
+    /// Every operator.
+    pub async fn list_operators(&self, actor: &Actor) -> Result<Vec<OperatorInfo>, EscrowError> {
+        all_pages(|p| self.list_operators_page(actor, p)).await
     }
 
     /// A new personal API token for `operator_id`; the secret is returned once and stored only as a hash.
@@ -205,6 +222,26 @@ impl EscrowService {
             revoked: false,
         };
         Ok((info, secret.to_string()))
+    }
+
+    /// One page of the API tokens (never secrets nor hashes), by id; only those of `operator_id`
+    /// when given — to find a leaked token and revoke it. Role: admin.
+    pub async fn list_api_tokens_page(
+        &self,
+        actor: &Actor,
+        operator_id: Option<i64>,
+        page: PageRequest,
+    ) -> Result<Page<ApiTokenInfo>, EscrowError> {
+        require_role(actor, &[Role::Admin], "list API tokens")?;
+        let page = resolve_page(&page)?;
+        let rows = tokens::list_api(
+            &mut *self.inner.db.conn().await?,
+            operator_id,
+            page.after.unwrap_or(0),
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.finish(rows, |t| t.id))
     }
 
     pub async fn revoke_api_token(&self, actor: &Actor, token_id: i64) -> Result<(), EscrowError> {

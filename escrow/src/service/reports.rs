@@ -2,13 +2,16 @@
 
 use std::time::Duration;
 
-use super::{EscrowService, require_role};
+use super::{EscrowService, all_pages, require_role, resolve_page};
 use crate::audit::{
     AuditFilter, AuditRecord, ChainVerification, ChainVerifier, ChainWatch, from_micros, to_micros,
 };
 use crate::error::EscrowError;
-use crate::model::{Actor, DisclosedNotRotated, FleetGauges, FleetReport, Role};
+use crate::model::{Actor, DisclosedNotRotated, FleetGauges, FleetReport, Page, PageRequest, Role};
 use crate::store::{audit, keys, reports};
+
+/// Records read per round trip of an export.
+pub const EXPORT_BATCH: i64 = 2000;
 
 /// Records read per round trip while verifying the chain.
 const VERIFY_PAGE: i64 = 5000;
@@ -16,15 +19,70 @@ const VERIFY_PAGE: i64 = 5000;
 const SWEEP_SLICE: i64 = 2000;
 
 impl EscrowService {
-    /// The recovery audit report (filters: date range, operator, device, action, outcome).
+    /// One page of the recovery audit report (filters: date range, operator, device, action,
+    /// outcome), in chain order. Roles: admin, auditor.
+    pub async fn audit_report_page(
+        &self,
+        actor: &Actor,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditRecord>, EscrowError> {
+        require_role(actor, &[Role::Admin, Role::Auditor], "read the audit log")?;
+        let page = resolve_page(&page)?;
+        let rows = audit::query(
+            &mut *self.inner.db.conn().await?,
+            filter,
+            page.after.unwrap_or(0),
+            i64::MAX,
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.finish(rows, |r| r.seq))
+    }
+
+    /// The recovery audit report: every matching record, or the first `filter.limit` of them.
     pub async fn audit_report(
         &self,
         actor: &Actor,
         filter: AuditFilter,
     ) -> Result<Vec<AuditRecord>, EscrowError> {
+        let mut all = all_pages(|p| self.audit_report_page(actor, &filter, p)).await?;
+        if let Some(limit) = filter.limit {
+            all.truncate(limit as usize);
+        }
+        Ok(all)
+    }
+
+    /// Streams every record matching `filter` that exists when the call starts, in chain order,
+    /// in batches of [`EXPORT_BATCH`], into `out`; memory stays constant whatever the size of the
+    /// log. Stops early (Ok) when the receiver is dropped. Roles: admin, auditor.
+    pub async fn audit_export(
+        &self,
+        actor: &Actor,
+        filter: &AuditFilter,
+        out: tokio::sync::mpsc::Sender<Vec<AuditRecord>>,
+    ) -> Result<(), EscrowError> {
         require_role(actor, &[Role::Admin, Role::Auditor], "read the audit log")?;
-        let limit = i64::from(filter.limit.unwrap_or(10_000).clamp(1, 100_000));
-        audit::query(&mut *self.inner.db.conn().await?, &filter, limit).await
+        let upto = audit::read_head(&mut *self.inner.db.conn().await?).await?.0;
+        let mut after = 0i64;
+        loop {
+            let rows = audit::query(
+                &mut *self.inner.db.conn().await?,
+                filter,
+                after,
+                upto,
+                EXPORT_BATCH,
+            )
+            .await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.seq;
+            let done = rows.len() < EXPORT_BATCH as usize;
+            if out.send(rows).await.is_err() || done {
+                return Ok(());
+            }
+        }
     }
 
     pub async fn fleet_report(
@@ -52,6 +110,7 @@ impl EscrowService {
             })
             .collect();
         let mismatches = reports::mismatches(&mut tx).await?;
+        let protector_conflicts = reports::conflicts(&mut tx).await?;
         tx.commit().await?;
         Ok(FleetReport {
             generated_at: from_micros(now_us),
@@ -60,6 +119,7 @@ impl EscrowService {
             volumes_without_key,
             disclosed_not_rotated,
             mismatches,
+            protector_conflicts,
         })
     }
 

@@ -229,17 +229,19 @@ fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, EscrowError> {
     })
 }
 
-/// Records matching `filter`, in chain order, at most `limit`.
+/// Records matching `filter` with `after_seq < seq <= upto_seq`, in chain order, at most `limit`.
 pub(crate) async fn query(
     conn: &mut AnyConnection,
     filter: &AuditFilter,
+    after_seq: i64,
+    upto_seq: i64,
     limit: i64,
 ) -> Result<Vec<AuditRecord>, EscrowError> {
     let rows = sqlx::query(&format!(
         "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
          AND ($3 IS NULL OR (actor_kind = 'operator' AND actor_name = $3)) \
          AND ($4 IS NULL OR lower(device_name) = lower($4)) AND ($5 IS NULL OR action = $5) \
-         AND ($6 IS NULL OR outcome = $6) ORDER BY seq LIMIT $7"
+         AND ($6 IS NULL OR outcome = $6) AND seq > $7 AND seq <= $8 ORDER BY seq LIMIT $9"
     ))
     .bind(filter.from.map(to_micros))
     .bind(filter.to.map(to_micros))
@@ -247,6 +249,8 @@ pub(crate) async fn query(
     .bind(filter.device.clone())
     .bind(filter.kind.clone())
     .bind(filter.outcome.map(|o| o.as_str().to_owned()))
+    .bind(after_seq)
+    .bind(upto_seq)
     .bind(limit)
     .fetch_all(conn)
     .await?;

@@ -122,6 +122,17 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     (
+        "protector_conflicts",
+        &[
+            ("id", Int),
+            ("protector_id", Text),
+            ("device_id", Int),
+            ("other_device_id", Int),
+            ("detected_at", Int),
+            ("audit_seq", Int),
+        ],
+    ),
+    (
         "audit_log",
         &[
             ("seq", Int),
@@ -155,6 +166,7 @@ const ID_TABLES: &[&str] = &[
     "volumes",
     "protectors",
     "mismatches",
+    "protector_conflicts",
 ];
 
 /// Tables that must be empty before a restore.

@@ -219,6 +219,8 @@ pub(crate) async fn list(
     c: &mut AnyConnection,
     filter: &DeviceFilter,
     stale_before: Option<i64>,
+    after_id: i64,
+    limit: i64,
 ) -> Result<Vec<DeviceInfo>, EscrowError> {
     let pattern = filter.name_contains.as_deref().map(|s| {
         format!(
@@ -229,11 +231,13 @@ pub(crate) async fn list(
     let rows = sqlx::query(&format!(
         "SELECT {DEVICE_COLUMNS} FROM devices WHERE ($1 = 1 OR revoked = 0) \
          AND ($2 IS NULL OR name_key LIKE $2) \
-         AND ($3 IS NULL OR last_check_in IS NULL OR last_check_in < $3) ORDER BY computer_name, id"
+         AND ($3 IS NULL OR last_check_in IS NULL OR last_check_in < $3) AND id > $4 ORDER BY id LIMIT $5"
     ))
     .bind(b2i(filter.include_revoked))
     .bind(pattern)
     .bind(stale_before)
+    .bind(after_id)
+    .bind(limit)
     .fetch_all(c)
     .await?;
     rows.iter().map(device_from_row).collect()

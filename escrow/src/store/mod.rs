@@ -16,6 +16,7 @@ pub(crate) mod keyring;
 pub(crate) mod keys;
 pub(crate) mod membership;
 pub(crate) mod operators;
+pub(crate) mod ratelimit;
 pub(crate) mod reports;
 pub(crate) mod tokens;
 
@@ -268,7 +269,7 @@ fn backend_of(conn: &AnyConnection) -> Backend {
 /// statement must be written with this (anonymous `?` are numbered by position). SQLite gets anonymous
 /// parameters because for named ones sqlx asks SQLite for each parameter's name, a linear scan of the
 /// statement's parameter list: binding a statement with hundreds of parameters then takes quadratic time.
-fn param(backend: Backend, n: usize) -> String {
+pub(crate) fn param(backend: Backend, n: usize) -> String {
     match backend {
         Backend::Sqlite => "?".to_owned(),
         Backend::Postgres => format!("${n}"),

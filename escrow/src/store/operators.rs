@@ -112,10 +112,17 @@ pub(crate) async fn count_enabled_admins(
     .try_get(0)?)
 }
 
-pub(crate) async fn list(c: &mut AnyConnection) -> Result<Vec<OperatorInfo>, EscrowError> {
+/// Operators with `id > after_id`, by id, at most `limit`.
+pub(crate) async fn list(
+    c: &mut AnyConnection,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<OperatorInfo>, EscrowError> {
     let rows = sqlx::query(&format!(
-        "SELECT {OPERATOR_COLUMNS} FROM operators ORDER BY id"
+        "SELECT {OPERATOR_COLUMNS} FROM operators WHERE id > $1 ORDER BY id LIMIT $2"
     ))
+    .bind(after_id)
+    .bind(limit)
     .fetch_all(c)
     .await?;
     rows.iter().map(operator_from_row).collect()

@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, Row};
 use crate::audit::from_micros;
 use crate::error::EscrowError;
 use crate::guid::parse_guid;
-use crate::model::{FleetGauges, MismatchRow, StaleDevice, VolumeWithoutKey};
+use crate::model::{ConflictRow, FleetGauges, MismatchRow, StaleDevice, VolumeWithoutKey};
 
 const VOLUMES_WITHOUT_KEY: &str = "FROM volumes v JOIN devices d ON d.id = v.device_id WHERE d.revoked = 0 AND NOT EXISTS \
      (SELECT 1 FROM protectors p WHERE p.volume_id = v.id AND p.superseded_at IS NULL)";
@@ -86,6 +86,36 @@ pub(crate) async fn mismatches(c: &mut AnyConnection) -> Result<Vec<MismatchRow>
         .collect()
 }
 
+/// Protector IDs escrowed by a device while another held them, in detection order.
+pub(crate) async fn conflicts(c: &mut AnyConnection) -> Result<Vec<ConflictRow>, EscrowError> {
+    let rows = sqlx::query(
+        "SELECT x.protector_id, x.device_id, d.computer_name, d.domain, x.other_device_id, \
+         o.computer_name, o.domain, x.detected_at, x.audit_seq \
+         FROM protector_conflicts x JOIN devices d ON d.id = x.device_id \
+         JOIN devices o ON o.id = x.other_device_id ORDER BY x.id",
+    )
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ConflictRow {
+                protector_id: r
+                    .try_get::<String, _>(0)?
+                    .parse()
+                    .map_err(EscrowError::Storage)?,
+                device_id: r.try_get(1)?,
+                computer_name: r.try_get(2)?,
+                domain: r.try_get(3)?,
+                other_device_id: r.try_get(4)?,
+                other_computer_name: r.try_get(5)?,
+                other_domain: r.try_get(6)?,
+                detected_at: from_micros(r.try_get(7)?),
+                audit_seq: r.try_get(8)?,
+            })
+        })
+        .collect()
+}
+
 /// The gauges' counts, with check-in freshness bucketed at `now` - 1, 7 and 30 days.
 pub(crate) async fn gauges(c: &mut AnyConnection, now: i64) -> Result<FleetGauges, EscrowError> {
     let day = 86_400_000_000i64;
@@ -132,6 +162,10 @@ pub(crate) async fn gauges(c: &mut AnyConnection, now: i64) -> Result<FleetGauge
         .await?
         .try_get(0)?;
     g.mismatches = sqlx::query("SELECT COUNT(*) FROM mismatches")
+        .fetch_one(&mut *c)
+        .await?
+        .try_get(0)?;
+    g.protector_conflicts = sqlx::query("SELECT COUNT(*) FROM protector_conflicts")
         .fetch_one(&mut *c)
         .await?
         .try_get(0)?;

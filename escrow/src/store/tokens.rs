@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::audit::from_micros;
 use crate::error::EscrowError;
-use crate::model::EnrollmentTokenInfo;
+use crate::model::{ApiTokenInfo, EnrollmentTokenInfo};
 
 const ENROLLMENT_COLUMNS: &str = "id, note, max_uses, uses, created_at, expires_at, revoked_at";
 
@@ -53,12 +53,17 @@ pub(crate) async fn insert_enrollment(
     enrollment_from_row(&row)
 }
 
+/// Enrollment tokens with `id > after_id`, by id, at most `limit`.
 pub(crate) async fn list_enrollment(
     c: &mut AnyConnection,
+    after_id: i64,
+    limit: i64,
 ) -> Result<Vec<EnrollmentTokenInfo>, EscrowError> {
     let rows = sqlx::query(&format!(
-        "SELECT {ENROLLMENT_COLUMNS} FROM enrollment_tokens ORDER BY id"
+        "SELECT {ENROLLMENT_COLUMNS} FROM enrollment_tokens WHERE id > $1 ORDER BY id LIMIT $2"
     ))
+    .bind(after_id)
+    .bind(limit)
     .fetch_all(c)
     .await?;
     rows.iter().map(enrollment_from_row).collect()
@@ -143,6 +148,36 @@ pub(crate) async fn insert_api(
     .fetch_one(c)
     .await?
     .try_get(0)?)
+}
+
+/// API tokens (never their hashes) with `id > after_id`, by id, at most `limit`; only those of
+/// `operator_id` when given.
+pub(crate) async fn list_api(
+    c: &mut AnyConnection,
+    operator_id: Option<i64>,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<ApiTokenInfo>, EscrowError> {
+    let rows = sqlx::query(
+        "SELECT id, operator_id, created_at, expires_at, revoked_at FROM api_tokens \
+         WHERE ($1 = 0 OR operator_id = $1) AND id > $2 ORDER BY id LIMIT $3",
+    )
+    .bind(operator_id.unwrap_or(0))
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ApiTokenInfo {
+                id: r.try_get(0)?,
+                operator_id: r.try_get(1)?,
+                created_at: from_micros(r.try_get(2)?),
+                expires_at: r.try_get::<Option<i64>, _>(3)?.map(from_micros),
+                revoked: r.try_get::<Option<i64>, _>(4)?.is_some(),
+            })
+        })
+        .collect()
 }
 
 /// Revoke an active API token; false if there is none with this id.

@@ -95,8 +95,9 @@ async fn lifecycle(backend: Backend) {
             .disclose(
                 &p1,
                 &wire::DiscloseBody {
+                    device_id: None,
                     device_name: None,
-                    reason: "because".into(),
+                    reason: Some("because".into()),
                     reason_text: None,
                 },
             )
@@ -116,8 +117,9 @@ async fn lifecycle(backend: Backend) {
             .disclose(
                 &p1,
                 &wire::DiscloseBody {
+                    device_id: None,
                     device_name: None,
-                    reason: "other".into(),
+                    reason: Some("other".into()),
                     reason_text: None,
                 },
             )
@@ -128,8 +130,9 @@ async fn lifecycle(backend: Backend) {
         .disclose(
             &p1,
             &wire::DiscloseBody {
+                device_id: None,
                 device_name: None,
-                reason: "lost_pin".into(),
+                reason: Some("lost_pin".into()),
                 reason_text: None,
             },
         )
@@ -144,8 +147,9 @@ async fn lifecycle(backend: Backend) {
         .disclose(
             &p2,
             &wire::DiscloseBody {
+                device_id: None,
                 device_name: Some("SRV-LIFE-01".into()),
-                reason: "tpm_reset".into(),
+                reason: Some("tpm_reset".into()),
                 reason_text: None,
             },
         )
@@ -583,8 +587,9 @@ async fn device_identity(backend: Backend) {
             .disclose(
                 &pa,
                 &wire::DiscloseBody {
+                    device_id: None,
                     device_name: Some("SRV-ID-A".into()),
-                    reason: "lost_pin".into(),
+                    reason: Some("lost_pin".into()),
                     reason_text: None,
                 },
             )
@@ -659,8 +664,9 @@ async fn metrics_and_reload(backend: Backend) {
         .disclose(
             &pid,
             &wire::DiscloseBody {
+                device_id: None,
                 device_name: None,
-                reason: "bios_changed".into(),
+                reason: Some("bios_changed".into()),
                 reason_text: None,
             },
         )

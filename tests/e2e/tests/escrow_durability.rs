@@ -45,8 +45,9 @@ async fn audit_tamper(backend: Backend) {
         .disclose(
             &pid,
             &wire::DiscloseBody {
+                device_id: None,
                 device_name: None,
-                reason: "lost_startup_key".into(),
+                reason: Some("lost_startup_key".into()),
                 reason_text: None,
             },
         )
@@ -181,8 +182,9 @@ async fn kill9(backend: Backend) {
             .disclose(
                 pid,
                 &wire::DiscloseBody {
+                    device_id: None,
                     device_name: Some(name.clone()),
-                    reason: "other".into(),
+                    reason: Some("other".into()),
                     reason_text: Some("e2e kill -9 check".into()),
                 },
             )
@@ -256,8 +258,9 @@ async fn secrets_in_logs(backend: Backend) {
             .disclose(
                 &pid,
                 &wire::DiscloseBody {
+                    device_id: None,
                     device_name: Some(format!("SRV-LOG-{i}")),
-                    reason: "lost_pin".into(),
+                    reason: Some("lost_pin".into()),
                     reason_text: None,
                 },
             )

@@ -113,8 +113,9 @@ async fn perform(call: Call, who: Who, c: &ApiClient, t: &Targets) -> u16 {
             c.disclose(
                 &key,
                 &wire::DiscloseBody {
+                    device_id: None,
                     device_name: Some(t.device_name.clone()),
-                    reason: "lost_pin".into(),
+                    reason: Some("lost_pin".into()),
                     reason_text: None,
                 },
             )
@@ -303,8 +304,9 @@ async fn matrix(backend: Backend) {
         .disclose(
             &spare,
             &wire::DiscloseBody {
+                device_id: None,
                 device_name: None,
-                reason: "lost_pin".into(),
+                reason: Some("lost_pin".into()),
                 reason_text: None,
             },
         )
@@ -314,8 +316,9 @@ async fn matrix(backend: Backend) {
         .disclose(
             &spare,
             &wire::DiscloseBody {
+                device_id: None,
                 device_name: Some("SRV-ROLES-VICTIM".into()),
-                reason: "lost_pin".into(),
+                reason: Some("lost_pin".into()),
                 reason_text: None,
             },
         )

@@ -86,6 +86,73 @@ impl EscrowDaemon {
 
     /// `extra` is appended to the [escrow] section.
     pub(crate) async fn start_with(backend: &Backend, log_level: &str, extra: &str) -> Self {
+        let db = Self::database(backend).await;
+        let mut d = Self::configure(db, log_level, extra);
+        d.spawn();
+        d
+    }
+
+    /// A second appliance on this one's (PostgreSQL) database, with its own state directory;
+    /// `extra` is appended to its [escrow] section (e.g. `kek_file = "…"`). Not started yet.
+    pub(crate) fn peer(&self, extra: &str) -> Self {
+        Self::configure((self.database_url.clone(), None), "info", extra)
+    }
+
+    /// Starts a daemon made by [`Self::peer`].
+    pub(crate) fn launch(&mut self) {
+        self.spawn();
+    }
+
+    /// Runs `serve` expecting it to refuse to start; returns its exit status and output.
+    pub(crate) fn serve_fails(&self) -> (std::process::ExitStatus, String) {
+        let mut child = Command::new(netunlockd_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = child.wait_with_output().unwrap();
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return (status, text);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("serve kept running although it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    async fn database(backend: &Backend) -> (String, Option<(String, String)>) {
+        match backend {
+            Backend::Sqlite => (String::new(), None),
+            Backend::Postgres(admin) => {
+                let name = format!("nu_e2e_{}", uuid::Uuid::new_v4().simple());
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(admin).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+                (format!("{base}/{name}"), Some((admin.clone(), name)))
+            }
+        }
+    }
+
+    /// Writes the state directory, TLS files and configuration (an empty database URL means
+    /// SQLite in the state directory).
+    fn configure(db: (String, Option<(String, String)>), log_level: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
@@ -103,22 +170,12 @@ impl EscrowDaemon {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let (database_url, pg_drop) = match backend {
-            Backend::Sqlite => (
+        let (database_url, pg_drop) = match db {
+            (url, None) if url.is_empty() => (
                 format!("sqlite://{}?mode=rwc", state.join("escrow.db").display()),
                 None,
             ),
-            Backend::Postgres(admin) => {
-                let name = format!("nu_e2e_{}", uuid::Uuid::new_v4().simple());
-                use sqlx::Connection;
-                let mut c = sqlx::PgConnection::connect(admin).await.unwrap();
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-                let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
-                (format!("{base}/{name}"), Some((admin.clone(), name)))
-            }
+            other => other,
         };
         let port = free_port();
         let metrics = free_port();
@@ -147,7 +204,7 @@ max_body_bytes = 65536
             ),
         )
         .unwrap();
-        let mut d = Self {
+        Self {
             child: None,
             log: Arc::new(LogBuf::default()),
             dir,
@@ -157,9 +214,7 @@ max_body_bytes = 65536
             server_sha256: certs::sha256_fingerprint_hex(&tls.cert_der),
             database_url,
             pg_drop,
-        };
-        d.spawn();
-        d
+        }
     }
 
     fn spawn(&mut self) {
@@ -318,6 +373,8 @@ max_body_bytes = 65536
             name: name.to_string(),
             client,
             cert_sha256: certs::sha256_fingerprint_hex(&c.cert_der),
+            cert_path: cert,
+            key_path: key,
         }
     }
 
@@ -356,9 +413,17 @@ pub(crate) struct Agent {
     pub(crate) name: String,
     pub(crate) client: ApiClient,
     pub(crate) cert_sha256: String,
+    pub(crate) cert_path: PathBuf,
+    pub(crate) key_path: PathBuf,
 }
 
 impl Agent {
+    /// The same agent identity talking to another daemon.
+    pub(crate) fn on(&self, d: &EscrowDaemon) -> ApiClient {
+        escrow::client::agent_client(&d.base_url(), d.trust(), &self.cert_path, &self.key_path)
+            .unwrap()
+    }
+
     pub(crate) async fn enroll(&self, token: &str) -> wire::DeviceView {
         self.client
             .enroll(&wire::EnrollRequest {

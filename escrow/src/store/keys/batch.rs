@@ -261,3 +261,62 @@ pub(crate) async fn insert_mismatches(
     }
     Ok(())
 }
+
+/// A protector ID escrowed by `device_id` while `other_device_id` already held it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NewConflict {
+    pub protector_id: String,
+    pub device_id: i64,
+    pub other_device_id: i64,
+    pub audit_seq: i64,
+}
+
+/// The devices holding each of these protector IDs (storage form), any state.
+pub(crate) async fn devices_holding(
+    c: &mut AnyConnection,
+    protector_ids: &[String],
+) -> Result<HashMap<String, Vec<i64>>, EscrowError> {
+    let backend = backend_of(c);
+    let mut found: HashMap<String, Vec<i64>> = HashMap::new();
+    for chunk in protector_ids.chunks(KEYS_PER_STATEMENT) {
+        let list = (1..=chunk.len())
+            .map(|i| crate::store::param(backend, i))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT DISTINCT protector_id, device_id FROM protectors WHERE protector_id IN ({list})"
+        );
+        let mut q = sqlx::query(&sql);
+        for pid in chunk {
+            q = q.bind(pid.clone());
+        }
+        for row in q.fetch_all(&mut *c).await? {
+            found
+                .entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
+        }
+    }
+    Ok(found)
+}
+
+pub(crate) async fn insert_conflicts(
+    c: &mut AnyConnection,
+    rows: &[NewConflict],
+    now: i64,
+) -> Result<(), EscrowError> {
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO protector_conflicts (protector_id, device_id, other_device_id, detected_at, audit_seq) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(r.protector_id.clone())
+        .bind(r.device_id)
+        .bind(r.other_device_id)
+        .bind(now)
+        .bind(r.audit_seq)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}

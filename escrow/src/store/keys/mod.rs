@@ -6,8 +6,9 @@ mod batch;
 mod bulk;
 
 pub(crate) use batch::{
-    NewMismatch, NewProtector, StoredVolume, insert_mismatches, insert_protectors, insert_volumes,
-    load_protectors, load_volumes, set_key_package, update_volume, upsert_tpm,
+    NewConflict, NewMismatch, NewProtector, StoredVolume, devices_holding, insert_conflicts,
+    insert_mismatches, insert_protectors, insert_volumes, load_protectors, load_volumes,
+    set_key_package, update_volume, upsert_tpm,
 };
 pub(crate) use bulk::{protectors_after, reseal_protector, reseal_tpm, tpm_all};
 
@@ -22,7 +23,8 @@ use crate::model::{KeyCandidate, ProtectorId, RotationInstruction, RotationState
 /// Columns for [`candidate_from_row`]; `p` = protectors, `v` = volumes, `d` = devices. Column 11 is the
 /// protectors row id.
 const CANDIDATE_SELECT: &str = "SELECT d.id, d.computer_name, d.domain, v.volume_guid, v.volume_type, v.mount_point, \
-     p.protector_id, p.escrowed_at, p.superseded_at, p.disclosed_at, p.rotation_state, p.id \
+     p.protector_id, p.escrowed_at, p.superseded_at, p.disclosed_at, p.rotation_state, p.id, \
+     d.first_seen, d.last_check_in, d.cert_sha256 \
      FROM protectors p JOIN volumes v ON v.id = p.volume_id JOIN devices d ON d.id = p.device_id";
 
 fn candidate_from_row(row: &AnyRow) -> Result<KeyCandidate, EscrowError> {
@@ -42,6 +44,9 @@ fn candidate_from_row(row: &AnyRow) -> Result<KeyCandidate, EscrowError> {
         superseded_at: row.try_get::<Option<i64>, _>(8)?.map(from_micros),
         disclosed_at: row.try_get::<Option<i64>, _>(9)?.map(from_micros),
         rotation: rot.parse().map_err(EscrowError::Storage)?,
+        device_enrolled_at: from_micros(row.try_get(12)?),
+        device_last_check_in: row.try_get::<Option<i64>, _>(13)?.map(from_micros),
+        device_cert_sha256: row.try_get(14)?,
     })
 }
 
@@ -50,52 +55,62 @@ pub(crate) fn volume_db(u: &uuid::Uuid) -> String {
     u.hyphenated().to_string().to_ascii_uppercase()
 }
 
-/// Keys whose recovery key ID starts with `prefix8` (upper-case hex), newest first (indexed lookup).
+/// Keys of active devices whose recovery key ID starts with `prefix8` (upper-case hex), newest
+/// first (indexed lookup). Revoked devices are never candidates.
+/// Each with its protectors row id (the page key), below `before_row` (newest first).
 pub(crate) async fn by_prefix(
     c: &mut AnyConnection,
     prefix8: &str,
+    before_row: i64,
     limit: i64,
-) -> Result<Vec<KeyCandidate>, EscrowError> {
+) -> Result<Vec<(KeyCandidate, i64)>, EscrowError> {
     let rows = sqlx::query(&format!(
-        "{CANDIDATE_SELECT} WHERE p.protector_prefix = $1 ORDER BY p.escrowed_at DESC, p.id DESC LIMIT $2"
+        "{CANDIDATE_SELECT} WHERE p.protector_prefix = $1 AND d.revoked = 0 AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
     ))
     .bind(prefix8.to_owned())
+    .bind(before_row)
     .bind(limit)
     .fetch_all(c)
     .await?;
-    rows.iter().map(candidate_from_row).collect()
+    rows.iter().map(candidate_with_row).collect()
 }
 
-/// Keys of devices named `name` (any case, any domain), history included.
+fn candidate_with_row(row: &AnyRow) -> Result<(KeyCandidate, i64), EscrowError> {
+    Ok((candidate_from_row(row)?, row.try_get::<i64, _>(11)?))
+}
+
+/// Keys of active devices named `name` (any case, any domain), history included.
+/// Each with its protectors row id (the page key), below `before_row` (newest first).
 pub(crate) async fn by_device_name(
     c: &mut AnyConnection,
     name: &str,
+    before_row: i64,
     limit: i64,
-) -> Result<Vec<KeyCandidate>, EscrowError> {
+) -> Result<Vec<(KeyCandidate, i64)>, EscrowError> {
     let rows = sqlx::query(&format!(
-        "{CANDIDATE_SELECT} WHERE lower(d.computer_name) = $1 ORDER BY d.id, p.escrowed_at DESC, p.id DESC LIMIT $2"
+        "{CANDIDATE_SELECT} WHERE lower(d.computer_name) = $1 AND d.revoked = 0 AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
     ))
     .bind(name.to_ascii_lowercase())
+    .bind(before_row)
     .bind(limit)
     .fetch_all(c)
     .await?;
-    rows.iter().map(candidate_from_row).collect()
+    rows.iter().map(candidate_with_row).collect()
 }
 
-/// Every stored protector with this ID, each with its row id (a disclosure picks one).
+/// Every stored protector with this ID held by an active device, each with its row id (a
+/// disclosure picks one). A revoked device neither offers nor blocks a disclosure.
 pub(crate) async fn holders(
     c: &mut AnyConnection,
     protector_id: &ProtectorId,
 ) -> Result<Vec<(KeyCandidate, i64)>, EscrowError> {
     let rows = sqlx::query(&format!(
-        "{CANDIDATE_SELECT} WHERE p.protector_id = $1 ORDER BY p.id"
+        "{CANDIDATE_SELECT} WHERE p.protector_id = $1 AND d.revoked = 0 ORDER BY p.id"
     ))
     .bind(protector_id.db_string())
     .fetch_all(c)
     .await?;
-    rows.iter()
-        .map(|r| Ok((candidate_from_row(r)?, r.try_get::<i64, _>(11)?)))
-        .collect()
+    rows.iter().map(candidate_with_row).collect()
 }
 
 pub(crate) async fn by_row(

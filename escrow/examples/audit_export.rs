@@ -1,0 +1,310 @@
+//! Load tool (a benchmark, not a test): the audit CSV export of a large log against the real
+//! `netunlockd serve` on loopback (SQLite). Fills the audit log with N hash-chained records, then
+//! downloads `GET /api/v1/reports/audit?format=csv` chunk by chunk and prints the time, the rows
+//! and bytes received, and the daemon's memory (VmRSS before, VmHWM after) — the export streams,
+//! so the peak must not grow with N. Also pages through the JSON report (`limit=1000`) once.
+//!
+//! cargo build --release -p netunlockd
+//! cargo run --release -p escrow --example audit_export -- --bin target/release/netunlockd \
+//!     [--records 1000000] [--json-pages 50]
+//!
+//! Bounded: one export and at most --json-pages JSON pages, loopback only, everything in a
+//! temporary directory.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use escrow::audit::{AuditRecord, from_micros, to_micros};
+use escrow::client::{ApiClient, ApiClientConfig, ServerTrust, Zeroizing};
+use escrow::{AuditOutcome, Kek, wire};
+use sqlx::{Connection, Row};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    bin: PathBuf,
+    records: u64,
+    json_pages: u32,
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let mut a = Args {
+        bin: PathBuf::from("target/release/netunlockd"),
+        records: 1_000_000,
+        json_pages: 50,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bin" => a.bin = PathBuf::from(val()?),
+            "--records" => a.records = val()?.parse::<u64>()?.clamp(1, 20_000_000),
+            "--json-pages" => a.json_pages = val()?.parse::<u32>()?.clamp(1, 10_000),
+            "--help" | "-h" => {
+                println!("see the header of escrow/examples/audit_export.rs");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    Ok(a)
+}
+
+fn free_port() -> Result<u16, BoxError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Appends `n` hash-chained disclose-like records after the current head, 500 per statement.
+async fn fill_audit_log(db: &Path, n: u64) -> Result<(), BoxError> {
+    let url = format!("sqlite://{}", db.display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await?;
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&mut c)
+        .await?;
+    let (mut seq, mut prev): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
+    let start = to_micros(time::OffsetDateTime::now_utc()) - i64::try_from(n)? * 1000;
+    let mut left = n;
+    while left > 0 {
+        let mut tx = c.begin().await?;
+        for _ in 0..40 {
+            let rows = left.min(500);
+            if rows == 0 {
+                break;
+            }
+            let mut sql = String::from(
+                "INSERT INTO audit_log (seq, at, actor_kind, actor_id, actor_name, action, device_id, \
+                 device_name, protector_id, reason, outcome, client_addr, detail, prev_hash, hash) VALUES ",
+            );
+            let mut recs = Vec::with_capacity(rows as usize);
+            for i in 0..rows {
+                seq += 1;
+                let mut r = AuditRecord {
+                    seq,
+                    at: from_micros(start + seq * 1000),
+                    actor_kind: "operator".into(),
+                    actor_id: Some(2),
+                    actor_name: format!("helpdesk{}", seq % 17),
+                    action: "disclose".into(),
+                    device_id: Some(seq % 5000),
+                    device_name: Some(format!("SRV-{:05}", seq % 5000)),
+                    protector_id: Some(format!("{{{:08X}-0000-4000-8000-{:012X}}}", seq, seq)),
+                    reason: Some("lost_pin".into()),
+                    outcome: AuditOutcome::Success,
+                    client_addr: Some("192.0.2.10".into()),
+                    detail: format!(
+                        "{{\"reason_text\":null,\"volume_guid\":\"{seq:032X}\",\"rotation_requested\":true}}"
+                    ),
+                    prev_hash: std::mem::take(&mut prev),
+                    hash: Vec::new(),
+                };
+                r.hash = r.compute_hash();
+                prev = r.hash.clone();
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                recs.push(r);
+            }
+            let mut q = sqlx::query(&sql);
+            for r in &recs {
+                q = q
+                    .bind(r.seq)
+                    .bind(to_micros(r.at))
+                    .bind(r.actor_kind.clone())
+                    .bind(r.actor_id)
+                    .bind(r.actor_name.clone())
+                    .bind(r.action.clone())
+                    .bind(r.device_id)
+                    .bind(r.device_name.clone())
+                    .bind(r.protector_id.clone())
+                    .bind(r.reason.clone())
+                    .bind(r.outcome.as_str())
+                    .bind(r.client_addr.clone())
+                    .bind(r.detail.clone())
+                    .bind(r.prev_hash.clone())
+                    .bind(r.hash.clone());
+            }
+            q.execute(&mut *tx).await?;
+            left -= rows;
+        }
+        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+            .bind(seq)
+            .bind(prev.clone())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// `VmRSS` / `VmHWM` of a process, in MiB.
+fn mem_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_daemon(bin: &Path, config: &Path) -> Result<Daemon, BoxError> {
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("netunlockd ready")
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let daemon = Daemon(child);
+    rx.recv_timeout(Duration::from_secs(60))
+        .map_err(|_| "the daemon did not report ready within 60 s")?;
+    Ok(daemon)
+}
+
+/// Counts bytes and CSV records (CRLF-terminated lines) as they stream by, keeping nothing.
+#[derive(Default)]
+struct Counter {
+    bytes: u64,
+    lines: u64,
+}
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len() as u64;
+        self.lines += buf.windows(2).filter(|w| w == b"\r\n").count() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state)?;
+    let db = state.join("escrow.db");
+    let database_url = format!("sqlite://{}?mode=rwc", db.display());
+
+    // Schema, keyring and the first admin, exactly as the daemon will find them.
+    let kek = Kek::load_or_create(&state.join("kek.bin"))?;
+    let svc = escrow::EscrowService::open(&database_url, kek).await?;
+    let (_, token) = svc.bootstrap_admin("admin").await?;
+    svc.close().await;
+    let fill = Instant::now();
+    fill_audit_log(&db, args.records).await?;
+    println!(
+        "filled {} audit records in {:.1} s (database {:.0} MiB)",
+        args.records,
+        fill.elapsed().as_secs_f64(),
+        std::fs::metadata(&db)?.len() as f64 / 1048576.0
+    );
+
+    let tls = certs::generate_tls_server_certificate(&["127.0.0.1".to_string()], 7)?;
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &tls.cert_pem)?;
+    std::fs::write(&key, tls.key_pem.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let port = free_port()?;
+    let config = dir.path().join("netunlockd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{state}\"\n[log]\nlevel = \"warn\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+             [unlock]\nenabled = false\n[escrow]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{cert}\"\n\
+             tls_key = \"{key}\"\ndatabase_url = \"{database_url}\"\nrequest_timeout_secs = 60\n",
+            state = state.display(),
+            metrics = free_port()?,
+            cert = cert.display(),
+            key = key.display(),
+        ),
+    )?;
+    let daemon = start_daemon(&args.bin, &config)?;
+    let pid = daemon.0.id();
+    let client = ApiClient::new(&ApiClientConfig {
+        base_url: format!("https://127.0.0.1:{port}"),
+        trust: ServerTrust::PinnedSha256(certs::sha256_fingerprint_hex(&tls.cert_der)),
+        token: Some(Zeroizing::new(token)),
+        identity: None,
+        timeout: Duration::from_secs(3600),
+    })?;
+    client.me().await?;
+    let rss_before = mem_mib(pid, "VmRSS:");
+
+    let started = Instant::now();
+    let mut counter = Counter::default();
+    client
+        .audit_report_csv_to(&wire::AuditQuery::default(), &mut counter)
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    let hwm = mem_mib(pid, "VmHWM:");
+    // The header plus the bootstrap record plus the filled ones.
+    let rows = counter.lines.saturating_sub(1);
+    println!(
+        "CSV export: {rows} records, {:.0} MiB in {secs:.1} s ({:.0} records/s); daemon VmRSS before {rss_before:.0} MiB, VmHWM after {hwm:.0} MiB",
+        counter.bytes as f64 / 1048576.0,
+        rows as f64 / secs
+    );
+    if rows < args.records {
+        return Err(format!("the export has {rows} records, fewer than {}", args.records).into());
+    }
+
+    let started = Instant::now();
+    let mut q = wire::AuditQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let mut got = 0usize;
+    for _ in 0..args.json_pages {
+        let page = client.audit_report(&q).await?;
+        got += page.records.len();
+        match page.next {
+            Some(n) => q.cursor = Some(n),
+            None => break,
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "JSON pages (limit=1000): {got} records in {secs:.2} s ({:.1} ms/page); daemon VmHWM {:.0} MiB",
+        secs * 1000.0 / (got as f64 / 1000.0).max(1.0),
+        mem_mib(pid, "VmHWM:")
+    );
+    drop(daemon);
+    Ok(())
+}
