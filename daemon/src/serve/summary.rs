@@ -24,7 +24,7 @@ pub(super) fn log(config: &Config, components: &Components, metrics: Option<Sock
             .loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for c in loaded.iter() {
+        for c in &loaded.certificates {
             let subnets = if c.allowed_subnets.is_empty() {
                 "all".to_string()
             } else {
@@ -39,6 +39,9 @@ pub(super) fn log(config: &Config, components: &Components, metrics: Option<Sock
                 file = %c.source.display(),
                 "network unlock certificate"
             );
+        }
+        for warning in loaded.warnings(time::OffsetDateTime::now_utc()) {
+            tracing::warn!("{warning}");
         }
         match config
             .unlock
