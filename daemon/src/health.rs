@@ -17,6 +17,8 @@ pub(crate) use evaluate::{
 #[serde(rename_all = "snake_case")]
 pub(crate) enum CheckState {
     Ok,
+    /// Working, but something needs the operator (e.g. one of several certificates expired).
+    Degraded,
     Failed,
     /// The component is turned off in the configuration.
     Disabled,
@@ -36,6 +38,12 @@ impl Check {
     pub(crate) fn ok(detail: impl Into<String>) -> Self {
         Self {
             state: CheckState::Ok,
+            detail: detail.into(),
+        }
+    }
+    pub(crate) fn degraded(detail: impl Into<String>) -> Self {
+        Self {
+            state: CheckState::Degraded,
             detail: detail.into(),
         }
     }
@@ -66,10 +74,14 @@ impl Check {
     fn healthy(&self) -> bool {
         matches!(self.state, CheckState::Ok | CheckState::Disabled)
     }
+    fn working(&self) -> bool {
+        self.healthy() || self.state == CheckState::Degraded
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct HealthReport {
+    /// "ok", "degraded" (serving, but a check needs attention: HTTP 200) or "failed" (HTTP 503).
     pub(crate) status: &'static str,
     pub(crate) version: &'static str,
     pub(crate) responder: Check,
@@ -87,11 +99,16 @@ impl HealthReport {
         certificates: Check,
         audit_chain: Check,
     ) -> Self {
-        let healthy = [&responder, &database, &certificates, &audit_chain]
-            .iter()
-            .all(|c| c.healthy());
+        let checks = [&responder, &database, &certificates, &audit_chain];
+        let status = if checks.iter().all(|c| c.healthy()) {
+            "ok"
+        } else if checks.iter().all(|c| c.working()) {
+            "degraded"
+        } else {
+            "failed"
+        };
         Self {
-            status: if healthy { "ok" } else { "failed" },
+            status,
             version: env!("CARGO_PKG_VERSION"),
             responder,
             database,
@@ -111,6 +128,8 @@ impl HealthReport {
         self
     }
 
+
+    /// Serving (ok or degraded): what /healthz answers 200 for.
     pub(crate) fn healthy(&self) -> bool {
         self.status != "failed"
     }
@@ -161,6 +180,25 @@ mod tests {
             Check::disabled(),
         );
         assert!(r.healthy() && r.alive());
+        assert_eq!(r.status, "ok");
+        let r = HealthReport::new(
+            Check::ok("bound"),
+            Check::ok("ok"),
+            Check::degraded("1 of 2 certificates expired"),
+            Check::ok("ok"),
+        );
+        assert_eq!(r.status, "degraded");
+        assert!(r.healthy() && r.alive(), "degraded still serves");
+        let r = HealthReport::new(
+            Check::ok("bound"),
+            Check::failed("no database"),
+            Check::degraded("1 of 2 certificates expired"),
+            Check::ok("ok"),
+        );
+        assert_eq!(
+            r.status, "failed",
+            "a failed check outweighs a degraded one"
+        );
         let r = HealthReport::new(
             Check::ok("bound"),
             Check::ok("ok"),

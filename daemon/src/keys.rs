@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use netunlock::{CertificatePolicy, KeyStore, RejectionSecret, UnlockKey};
+use netunlock::{
+    CertificateCondition, CertificatePolicy, DisabledBy, KeyStore, RejectionSecret, UnlockKey,
+    WdsPolicy,
+};
 
 use crate::config::{CertificateSettings, EscrowSettings, UnlockSettings};
 use crate::security::check_private_file;
@@ -18,15 +21,51 @@ pub(crate) const UNLOCK_KEY_CREDENTIAL: &str = "network-unlock.key";
 /// systemd credential name for the escrow key-encryption key (`LoadCredential[Encrypted]=`).
 pub(crate) const KEK_CREDENTIAL: &str = "escrow-kek";
 
-/// What was loaded, for the start-up summary and `config check`.
+/// What was loaded, for the start-up summary, `config check`, health and the reload report.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadedCertificate {
     pub(crate) thumbprint_hex: String,
     pub(crate) subject: String,
+    pub(crate) not_before: time::OffsetDateTime,
     pub(crate) not_after: time::OffsetDateTime,
     pub(crate) enabled: bool,
+    /// Why it is disabled (None while enabled).
+    pub(crate) disabled_by: Option<DisabledBy>,
     pub(crate) allowed_subnets: Vec<String>,
     pub(crate) source: PathBuf,
+}
+
+impl LoadedCertificate {
+    pub(crate) fn condition(&self, now: time::OffsetDateTime) -> CertificateCondition {
+        CertificateCondition::classify(self.not_before, self.not_after, self.disabled_by, now)
+    }
+}
+
+/// Everything one load read: the certificates and the subnet policy file they were checked against.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LoadedKeys {
+    pub(crate) certificates: Vec<LoadedCertificate>,
+    pub(crate) policy_file: Option<WdsPolicy>,
+}
+
+impl LoadedKeys {
+    /// One line per certificate that will not work (or soon will not), for logs and `config check`.
+    pub(crate) fn warnings(&self, now: time::OffsetDateTime) -> Vec<String> {
+        self.certificates
+            .iter()
+            .filter_map(|c| {
+                let condition = c.condition(now);
+                condition.needs_attention().then(|| {
+                    format!(
+                        "network unlock certificate {} ({}, {}) {condition}",
+                        c.thumbprint_hex,
+                        c.subject,
+                        c.source.display()
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 /// The certificates to load: the configured ones, or the generated one in the state directory.
@@ -54,7 +93,7 @@ pub(crate) fn load(
     unlock: &UnlockSettings,
     state: &StateDir,
     rejection_secret: &RejectionSecret,
-) -> Result<(KeyStore, Vec<LoadedCertificate>)> {
+) -> Result<(KeyStore, LoadedKeys)> {
     let wds = match &unlock.subnet_policy {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| {
@@ -88,15 +127,16 @@ pub(crate) fn load(
             allowed_subnets: settings.allowed_subnets.clone(),
         };
         let thumbprint = identity.thumbprint();
-        let policy = CertificatePolicy::merge_wds(
-            configured,
-            wds.as_ref().and_then(|w| w.policy_for(&thumbprint)),
-        );
+        let section = wds.as_ref().and_then(|w| w.policy_for(&thumbprint));
+        let disabled_by = DisabledBy::of(&configured, section);
+        let policy = CertificatePolicy::merge_wds(configured, section);
         summary.push(LoadedCertificate {
             thumbprint_hex: identity.thumbprint_hex(),
             subject: identity.subject().to_string(),
+            not_before: identity.not_before(),
             not_after: identity.not_after(),
             enabled: policy.enabled,
+            disabled_by,
             allowed_subnets: policy
                 .allowed_subnets
                 .iter()
@@ -108,7 +148,13 @@ pub(crate) fn load(
     }
     let store =
         KeyStore::new(entries).context("the configured Network Unlock certificates conflict")?;
-    Ok((store, summary))
+    Ok((
+        store,
+        LoadedKeys {
+            certificates: summary,
+            policy_file: wds,
+        },
+    ))
 }
 
 /// The first line of a .pfx password file (which must be private, like a key).

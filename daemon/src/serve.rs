@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -14,10 +13,12 @@ use crate::cli::{LogFormatArg, ServeArgs};
 use crate::config::{self, Config, LogFormat, Overrides};
 use crate::health::Health;
 use crate::state::StateDir;
-use crate::{keys, logging, security};
+use crate::{logging, security};
 
+mod changes;
 mod components;
 mod late_escrow;
+mod reload;
 mod summary;
 
 pub(crate) use components::Components;
@@ -143,7 +144,7 @@ async fn signals(
             _ = int.recv() => { tracing::info!("SIGINT: draining and stopping"); return Ok(()); }
             _ = hup.recv() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                reload(config, source, state, reloaders);
+                reload::reload(config, source, state, reloaders);
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
             Some(res) = tasks.join_next() => {
@@ -156,70 +157,6 @@ async fn signals(
                 tracing::error!("stopping: {err:#}");
                 return Err(err);
             }
-        }
-    }
-}
-
-/// SIGHUP: re-read the configuration file and reload the Network Unlock certificates and the
-/// subnet policy (keeping the old set if the new one is broken) and the escrow TLS certificate,
-/// without dropping any listener. Other settings (listeners, database) take a restart.
-fn reload(
-    started_with: &Config,
-    source: &ConfigSource,
-    state: &StateDir,
-    reloaders: &components::Reloaders,
-) {
-    tracing::info!("SIGHUP: reloading certificates, subnet policy and TLS certificate");
-    let fresh = match config::load(source.path.as_deref(), &source.overrides) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(
-                "reload failed, the configuration file is invalid; still serving the previous set: {e:#}"
-            );
-            return;
-        }
-    };
-    if fresh.state_dir != started_with.state_dir
-        || fresh.metrics_listen != started_with.metrics_listen
-        || fresh.unlock.is_some() != started_with.unlock.is_some()
-        || fresh.escrow.as_ref().map(|e| (e.listen, &e.database_url))
-            != started_with
-                .escrow
-                .as_ref()
-                .map(|e| (e.listen, &e.database_url))
-    {
-        tracing::warn!(
-            "listener, database or state directory changes take effect at the next restart"
-        );
-    }
-    if let (Some(unlock), Some(rt)) = (&fresh.unlock, &reloaders.unlock) {
-        rt.trusted_relays
-            .store(Arc::new(netunlock::TrustedRelays::new(
-                unlock.trusted_relays.clone(),
-            )));
-        match keys::load(unlock, state, &rt.rejection_secret) {
-            Ok((store, loaded)) => {
-                rt.metrics
-                    .set_certificates(&store, time::OffsetDateTime::now_utc());
-                rt.keys.store(Arc::new(store));
-                for c in &loaded {
-                    tracing::info!(thumbprint = %c.thumbprint_hex, subject = %c.subject, enabled = c.enabled, "certificate loaded");
-                }
-                *rt.loaded
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
-            }
-            Err(e) => {
-                tracing::error!("reload failed, still serving the previous certificates: {e:#}")
-            }
-        }
-    }
-    if let Some(tls) = &reloaders.escrow_tls {
-        match tls.reload() {
-            Ok(()) => tracing::info!("escrow TLS certificate reloaded"),
-            Err(e) => tracing::error!(
-                "escrow TLS reload failed, still serving the previous certificate: {e}"
-            ),
         }
     }
 }

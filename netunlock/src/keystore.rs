@@ -1,5 +1,7 @@
 //! The set of loaded Network Unlock keys with their policies, and the answer/refuse decision.
 
+pub mod condition;
+
 use crate::crypto::UnlockKey;
 use crate::error::KeyStoreError;
 use crate::nkpu::Thumbprint;

@@ -24,6 +24,7 @@ pub mod wds_ini;
 pub use crypto::{RandomError, RejectionSecret, UnlockKey};
 pub use error::{ClientError, IniError, KeyStoreError, NotNkpu, ReplyError};
 pub use family::Family;
+pub use keystore::condition::{CertificateCondition, DisabledBy, EXPIRY_WARNING};
 pub use keystore::{Decision, KeyStore};
 pub use nkpu::{
     ENTERPRISE_MICROSOFT, KP_LEN, KPR_LEN, NkpuRequest, THUMBPRINT_LEN, Thumbprint, open_kpr,

@@ -42,7 +42,7 @@ async fn check_without_binding(config: &Config, state: &StateDir) -> Result<Vec<
         } else {
             let (store, loaded) =
                 keys::load(u, state, &netunlock::RejectionSecret::from_bytes([0; 32]))?;
-            for c in &loaded {
+            for c in &loaded.certificates {
                 report.push(format!(
                     "network unlock certificate {} ({}) expires {} {}{}",
                     c.thumbprint_hex,
@@ -60,6 +60,9 @@ async fn check_without_binding(config: &Config, state: &StateDir) -> Result<Vec<
                 "network unlock: {} certificate(s) loaded",
                 store.len()
             ));
+            for warning in loaded.warnings(time::OffsetDateTime::now_utc()) {
+                report.push(format!("WARNING: {warning}"));
+            }
         }
         if let Some(p) = &u.subnet_policy {
             report.push(format!("subnet policy {} is valid", p.display()));

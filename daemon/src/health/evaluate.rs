@@ -8,13 +8,13 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use super::{Check, CheckState, Health, HealthReport};
-use crate::keys::LoadedCertificate;
+use crate::keys::{LoadedCertificate, LoadedKeys};
 
 /// What the health task looks at.
 #[derive(Clone, Default)]
 pub(crate) struct HealthSources {
     pub(crate) heartbeat: Option<Arc<netunlock::responder::Heartbeat>>,
-    pub(crate) loaded: Option<Arc<Mutex<Vec<LoadedCertificate>>>>,
+    pub(crate) loaded: Option<Arc<Mutex<LoadedKeys>>>,
     /// The escrow service and the `netunlockd_audit_chain_ok` gauge the audit check keeps current.
     pub(crate) escrow: Option<(escrow::EscrowService, prometheus::IntGauge)>,
     /// The unlock group's state, when this appliance is a member of one.
@@ -57,7 +57,9 @@ async fn evaluate(
         Some(loaded) => certificate_check(
             &loaded
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .certificates,
+            time::OffsetDateTime::now_utc(),
         ),
     };
     let escrow = sources
@@ -137,24 +139,53 @@ pub(crate) async fn health_task(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        health.set(evaluate(&sources, &mut audit, true).await);
+        let report = evaluate(&sources, &mut audit, true).await;
+        // A certificate that expires (or is reached by its 30-day warning) while the daemon runs
+        // is said once, when the check changes, not every few seconds.
+        let before = health.get();
+        if report.certificates.detail != before.certificates.detail
+            && report.certificates.state != CheckState::Ok
+        {
+            tracing::warn!(
+                state = ?report.certificates.state,
+                "network unlock certificates: {}",
+                report.certificates.detail
+            );
+        }
+        health.set(report);
     }
 }
 
-fn certificate_check(loaded: &[LoadedCertificate]) -> Check {
-    let now = time::OffsetDateTime::now_utc();
-    let enabled: Vec<_> = loaded.iter().filter(|c| c.enabled).collect();
-    let expired: Vec<_> = enabled
+/// Failed when no certificate can unlock anyone; degraded while at least one can but another
+/// cannot (or soon cannot); the detail names each problem certificate.
+fn certificate_check(loaded: &[LoadedCertificate], now: time::OffsetDateTime) -> Check {
+    let usable = loaded.iter().filter(|c| c.condition(now).usable()).count();
+    let problems: Vec<String> = loaded
         .iter()
-        .filter(|c| c.not_after <= now)
-        .map(|c| c.thumbprint_hex.clone())
+        .filter_map(|c| {
+            let condition = c.condition(now);
+            condition
+                .needs_attention()
+                .then(|| format!("{} {}", c.thumbprint_hex, condition.label()))
+        })
         .collect();
-    if enabled.is_empty() {
-        Check::failed("no enabled Network Unlock certificate")
-    } else if !expired.is_empty() {
-        Check::failed(format!("expired: {}", expired.join(", ")))
+    if usable == 0 {
+        if problems.is_empty() {
+            Check::failed("no Network Unlock certificate loaded")
+        } else {
+            Check::failed(format!(
+                "no usable Network Unlock certificate: {}",
+                problems.join(", ")
+            ))
+        }
+    } else if !problems.is_empty() {
+        Check::degraded(format!(
+            "{usable} of {} certificate(s) usable; {}",
+            loaded.len(),
+            problems.join(", ")
+        ))
     } else {
-        Check::ok(format!("{} enabled certificate(s) valid", enabled.len()))
+        Check::ok(format!("{usable} certificate(s) usable"))
     }
 }
 
@@ -169,6 +200,90 @@ pub(crate) fn describe_chain(v: &escrow::ChainVerification) -> String {
         }
         escrow::ChainVerification::Broken { seq, reason } => {
             format!("broken at record {seq}: {reason}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netunlock::DisabledBy;
+    use time::macros::datetime;
+
+    const NOW: time::OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    fn cert(name: &str, days_left: i64, disabled_by: Option<DisabledBy>) -> LoadedCertificate {
+        LoadedCertificate {
+            thumbprint_hex: name.into(),
+            subject: name.into(),
+            not_before: NOW - time::Duration::days(400),
+            not_after: NOW + time::Duration::days(days_left),
+            enabled: disabled_by.is_none(),
+            disabled_by,
+            allowed_subnets: Vec::new(),
+            source: name.into(),
+        }
+    }
+
+    #[test]
+    fn certificate_check_table() {
+        let cases: Vec<(&str, Vec<LoadedCertificate>, CheckState, &[&str])> = vec![
+            (
+                "none loaded",
+                vec![],
+                CheckState::Failed,
+                &["no Network Unlock certificate"],
+            ),
+            (
+                "one valid",
+                vec![cert("a", 365, None)],
+                CheckState::Ok,
+                &["1 certificate(s) usable"],
+            ),
+            (
+                "expired beside a valid one",
+                vec![cert("a", 365, None), cert("b", -1, None)],
+                CheckState::Degraded,
+                &["1 of 2", "b expired"],
+            ),
+            (
+                "the only one expires within 30 days",
+                vec![cert("a", 10, None)],
+                CheckState::Degraded,
+                &["a expires_soon"],
+            ),
+            (
+                "the only one expired",
+                vec![cert("a", -1, None)],
+                CheckState::Failed,
+                &["no usable", "a expired"],
+            ),
+            (
+                "valid one disabled by the policy file, another valid",
+                vec![
+                    cert("a", 365, Some(DisabledBy::PolicyFile)),
+                    cert("b", 365, None),
+                ],
+                CheckState::Degraded,
+                &["a disabled"],
+            ),
+            (
+                "all disabled",
+                vec![cert("a", 365, Some(DisabledBy::Configuration))],
+                CheckState::Failed,
+                &["a disabled"],
+            ),
+        ];
+        for (name, loaded, state, needles) in cases {
+            let check = certificate_check(&loaded, NOW);
+            assert_eq!(check.state, state, "{name}: {}", check.detail);
+            for n in needles {
+                assert!(
+                    check.detail.contains(n),
+                    "{name}: {:?} lacks {n:?}",
+                    check.detail
+                );
+            }
         }
     }
 }

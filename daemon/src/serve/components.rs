@@ -13,14 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, EscrowSettings, UnlockSettings};
 use crate::health::HealthSources;
-use crate::keys::{self, LoadedCertificate};
+use crate::keys::{self, LoadedKeys};
 use crate::state::StateDir;
 
 pub(crate) struct UnlockRuntime {
     pub(crate) responder: Responder,
     pub(crate) keys: Arc<ArcSwap<KeyStore>>,
     pub(crate) metrics: Arc<NetunlockMetrics>,
-    pub(crate) loaded: Arc<Mutex<Vec<LoadedCertificate>>>,
+    pub(crate) loaded: Arc<Mutex<LoadedKeys>>,
     pub(crate) rejection_secret: Arc<RejectionSecret>,
     pub(crate) trusted_relays: Arc<ArcSwap<TrustedRelays>>,
     pub(crate) generated_cer: Option<std::path::PathBuf>,
@@ -55,7 +55,7 @@ pub(crate) struct Reloaders {
 pub(crate) struct UnlockReload {
     pub(crate) keys: Arc<ArcSwap<KeyStore>>,
     pub(crate) metrics: Arc<NetunlockMetrics>,
-    pub(crate) loaded: Arc<Mutex<Vec<LoadedCertificate>>>,
+    pub(crate) loaded: Arc<Mutex<LoadedKeys>>,
     pub(crate) rejection_secret: Arc<RejectionSecret>,
     pub(crate) trusted_relays: Arc<ArcSwap<TrustedRelays>>,
 }

@@ -28,7 +28,7 @@ pub(super) async fn log(config: &Config, components: &Components, metrics: Optio
             .loaded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for c in loaded.iter() {
+        for c in &loaded.certificates {
             let subnets = if c.allowed_subnets.is_empty() {
                 "all".to_string()
             } else {
@@ -43,6 +43,9 @@ pub(super) async fn log(config: &Config, components: &Components, metrics: Optio
                 file = %c.source.display(),
                 "network unlock certificate"
             );
+        }
+        for warning in loaded.warnings(time::OffsetDateTime::now_utc()) {
+            tracing::warn!("{warning}");
         }
         match config
             .unlock

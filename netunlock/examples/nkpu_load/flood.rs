@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use netunlock::client::{V4ClientParams, build_v4_request, new_key_protector, verify_v4_reply};
@@ -10,6 +11,7 @@ use netunlock::responder::pktinfo::recv_v4;
 use netunlock::responder::{Outcome, RateLimit};
 
 use crate::Args;
+use crate::logcount::{self, LOG};
 use crate::netns::{CLIENT_V4, TestNet, in_ns};
 use crate::rig::{
     Client, Keys, Server, add_client_addrs, client_addr, client_socket, cores, ms, percentile,
@@ -20,6 +22,7 @@ use crate::rig::{
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 pub(crate) fn run(args: &Args) {
+    logcount::install();
     let keys = Keys::generate();
     let net = TestNet::new().expect("namespaces");
     add_client_addrs(&net, args.honest);
@@ -169,16 +172,18 @@ pub(crate) fn run(args: &Args) {
             (flooded, latencies.len(), latencies, retried)
         })
     });
-    // Let the last queued flood jobs finish before reading the counters.
-    std::thread::sleep(Duration::from_secs(3));
+    // Let the last queued flood jobs finish, and the log summary of the burst be written, before
+    // reading the counters.
+    std::thread::sleep(Duration::from_secs(4));
     let counted: u64 = Outcome::ALL.iter().map(|o| server.count(*o)).sum();
+    let sent = flooded + (honest.len() + retried) as u64;
     println!();
     println!(
-        "| honest clients | unlocked | share | retries sent | p50 | p90 | max | flood sent | flood rate/s | answered (all) | rate limited | queue full | expired | requests counted |"
+        "| honest clients | unlocked | share | retries sent | p50 | p90 | max | flood sent | flood rate/s | answered (all) | rate limited | queue full | expired | requests sent | requests counted | per-request log lines | summary lines |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {unlocked} | {:.0} % | {retried} | {} | {} | {} | {flooded} | {:.0} | {} | {} | {} | {} | {counted} |",
+        "| {} | {unlocked} | {:.0} % | {retried} | {} | {} | {} | {flooded} | {:.0} | {} | {} | {} | {} | {sent} | {counted} | {} | {} |",
         honest.len(),
         100.0 * unlocked as f64 / honest.len() as f64,
         ms(percentile(&latencies, 0.5)),
@@ -189,6 +194,8 @@ pub(crate) fn run(args: &Args) {
         server.count(Outcome::RateLimited),
         server.count(Outcome::QueueFull),
         server.count(Outcome::Expired),
+        LOG.per_request.load(Ordering::Relaxed),
+        LOG.summaries.load(Ordering::Relaxed),
     );
     let share = unlocked as f64 / honest.len() as f64;
     println!();

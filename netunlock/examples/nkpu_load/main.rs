@@ -27,6 +27,7 @@ mod netns;
 mod stats;
 
 mod flood;
+mod logcount;
 mod rig;
 mod storm;
 mod timing;
