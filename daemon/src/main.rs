@@ -11,6 +11,7 @@ mod metrics_http;
 mod security;
 mod serve;
 mod state;
+mod unlock_records;
 
 use std::process::ExitCode;
 

@@ -377,7 +377,14 @@ fn schemas() -> Value {
             "CheckInBody",
             strict(
                 &["protectors"],
-                json!({ "protectors": { "type": "array", "items": r("PresentProtector") } }),
+                json!({
+                    "protectors": { "type": "array", "items": r("PresentProtector") },
+                    "adapters": {
+                        "type": "array", "maxItems": 64,
+                        "description": "MAC addresses of the device's network adapters (AA-BB-CC-DD-EE-FF or aa:bb:cc:dd:ee:ff); they join Network Unlock requests to the device. Absent: the last reported list is kept.",
+                        "items": { "type": "string", "pattern": "^([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{12})$" }
+                    }
+                }),
             ),
         ),
         (

@@ -39,6 +39,11 @@ pub(crate) struct EscrowRuntime {
 pub(crate) struct Components {
     pub(crate) unlock: Option<UnlockRuntime>,
     pub(crate) escrow: Option<EscrowRuntime>,
+    /// Writes Network Unlock outcomes into the escrow database (both parts enabled).
+    pub(crate) unlock_records: Option<crate::unlock_records::RecorderWriter>,
+    /// `[directory]`, loaded (password and CA read) at start so a broken setting stops the start;
+    /// the console signs people in with it (`EscrowService::sign_in_directory`).
+    pub(crate) directory: Option<escrow::directory::Directory>,
 }
 
 /// Handles kept by the signal loop after the components were moved into their tasks.
@@ -62,15 +67,33 @@ impl Components {
         state: &StateDir,
         registry: &Registry,
     ) -> Result<Self> {
+        let mut hooks = Hooks::default();
+        let unlock_records = match &config.unlock_records {
+            Some(settings) => {
+                let (sink, writer) = crate::unlock_records::recorder(settings, registry)?;
+                hooks.outcomes = sink;
+                Some(writer)
+            }
+            None => None,
+        };
         let unlock = match &config.unlock {
-            Some(u) => Some(start_unlock(u, state, registry)?),
+            Some(u) => Some(start_unlock(u, state, registry, hooks)?),
             None => None,
         };
         let escrow = match &config.escrow {
             Some(e) => Some(start_escrow(e, state, registry).await?),
             None => None,
         };
-        Ok(Self { unlock, escrow })
+        let directory = match &config.directory {
+            Some(d) => Some(d.load()?),
+            None => None,
+        };
+        Ok(Self {
+            unlock,
+            escrow,
+            unlock_records,
+            directory,
+        })
     }
 
     pub(crate) fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
@@ -121,6 +144,14 @@ impl Components {
                     .context("the Network Unlock responder failed")
             });
         }
+        if let (Some(writer), Some(e)) = (self.unlock_records, &self.escrow) {
+            let service = e.service.clone();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                writer.run(service, token).await;
+                Ok(())
+            });
+        }
         if let Some(e) = self.escrow {
             reloaders.escrow_tls = Some(e.server.tls_reloader());
             reloaders.health_sources.escrow = Some((e.service.clone(), e.audit_chain_ok.clone()));
@@ -135,6 +166,7 @@ fn start_unlock(
     u: &UnlockSettings,
     state: &StateDir,
     registry: &Registry,
+    hooks: Hooks,
 ) -> Result<UnlockRuntime> {
     let mut generated_cer = None;
     if u.certificates.is_empty() && state.ensure_unlock_certificate()? {
@@ -167,12 +199,7 @@ fn start_unlock(
         recv_buffer_bytes: u.receive_buffer_bytes,
         server_duid: state.server_duid(true)?,
     };
-    let responder = Responder::bind(
-        responder_config,
-        keys.clone(),
-        metrics.clone(),
-        Hooks::default(),
-    )?;
+    let responder = Responder::bind(responder_config, keys.clone(), metrics.clone(), hooks)?;
     let trusted_relays = responder.trusted_relays();
     Ok(UnlockRuntime {
         responder,

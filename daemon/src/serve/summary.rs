@@ -61,6 +61,9 @@ pub(super) fn log(config: &Config, components: &Components, metrics: Option<Sock
             );
         }
     }
+    if let (Some(d), Some(_)) = (&config.directory, &components.directory) {
+        tracing::info!("{}", d.describe());
+    }
     if let Some(e) = &components.escrow {
         tracing::info!(backend = %e.backend, "escrow database open");
         if let Some(fp) = &e.tls_fingerprint {

@@ -96,6 +96,10 @@ pub struct PresentProtector {
 #[serde(deny_unknown_fields)]
 pub struct CheckInBody {
     pub protectors: Vec<PresentProtector>,
+    /// MAC addresses of the device's network adapters (`AA-BB-CC-DD-EE-FF` or `aa:bb:cc:dd:ee:ff`),
+    /// at most 64; they join Network Unlock requests to this device. Absent: keep the last list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapters: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

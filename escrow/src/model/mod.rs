@@ -2,6 +2,7 @@
 //! writes, and what the API serialises.
 
 mod reports;
+mod unlock;
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +16,10 @@ pub use crate::guid::ProtectorId;
 pub use crate::recovery_password::{PasswordError, RecoveryPassword, parse_recovery_password};
 pub use reports::{
     DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice, VolumeWithoutKey,
+};
+pub use unlock::{
+    DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MAX_ADAPTERS, MacAddress, RecoveryNeeded,
+    UnknownAdapter, UnlockEvent, UnlockFleetReport, UnlockGauges,
 };
 
 macro_rules! string_enum {

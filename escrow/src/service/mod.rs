@@ -13,6 +13,8 @@ mod helpdesk;
 mod keys;
 mod operators;
 mod reports;
+mod sign_in;
+mod unlock;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use crate::sealing::{Dek, Kek, Sealer};
 use crate::store::{self, Backend, Db};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use sign_in::SignedIn;
 
 /// The escrow service: storage, sealing and clock. Cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]

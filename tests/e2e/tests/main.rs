@@ -8,3 +8,4 @@ mod escrow_support;
 mod harness;
 mod nkpu;
 mod nkpu_trust;
+mod unlock_escrow;
