@@ -549,9 +549,18 @@ function Split-EscrowBatch {
 
 # Check-in bodies. The appliance marks escrowed protectors missing from a *reported volume* as
 # superseded, so a volume is never split across calls; a volume with more protectors than one
-# call takes is left out (nothing of it is superseded) and reported.
+# call takes is left out (nothing of it is superseded) and reported. Every body carries the
+# adapters' MAC addresses (issue 10: they join Network Unlock requests to this device) when any
+# were found; without them the appliance keeps the list it has.
 function New-CheckInBody {
-    param([object[]]$Volumes, [int]$MaxEntries)
+    param([object[]]$Volumes, [int]$MaxEntries, [string[]]$Adapters = @())
+    $adapterList = @($Adapters | Where-Object { $_ } | Select-Object -First 64)
+    $newBody = {
+        param($list)
+        $body = [ordered]@{ protectors = $list }
+        if ($adapterList.Count -gt 0) { $body['adapters'] = $adapterList }
+        ConvertTo-AgentJson $body
+    }
     $bodies = New-Object System.Collections.Generic.List[string]
     $skipped = New-Object System.Collections.Generic.List[object]
     $current = New-Object System.Collections.Generic.List[object]
@@ -567,7 +576,7 @@ function New-CheckInBody {
             continue
         }
         if ($current.Count + $ids.Count -gt $MaxEntries) {
-            $bodies.Add((ConvertTo-AgentJson ([ordered]@{ protectors = $current.ToArray() })))
+            $bodies.Add((& $newBody $current.ToArray()))
             $current = New-Object System.Collections.Generic.List[object]
         }
         foreach ($id in $ids) {
@@ -575,7 +584,7 @@ function New-CheckInBody {
         }
     }
     if ($current.Count -gt 0 -or $bodies.Count -eq 0) {
-        $bodies.Add((ConvertTo-AgentJson ([ordered]@{ protectors = $current.ToArray() })))
+        $bodies.Add((& $newBody $current.ToArray()))
     }
     return [pscustomobject]@{ Bodies = $bodies.ToArray(); Skipped = $skipped.ToArray() }
 }
@@ -1507,8 +1516,8 @@ function Invoke-Escrow {
 
 # Check-in; returns the rotation instructions (deduplicated by protector ID).
 function Invoke-CheckIn {
-    param($Api, [object[]]$Volumes, [int]$MaxEntries, $Problems)
-    $plan = New-CheckInBody -Volumes $Volumes -MaxEntries $MaxEntries
+    param($Api, [object[]]$Volumes, [int]$MaxEntries, $Problems, [string[]]$Adapters = @())
+    $plan = New-CheckInBody -Volumes $Volumes -MaxEntries $MaxEntries -Adapters $Adapters
     foreach ($s in @($plan.Skipped)) { $Problems.Add($s) }
     $instructions = New-Object System.Collections.Generic.List[object]
     $seen = @{}
@@ -1533,7 +1542,7 @@ function Invoke-CheckIn {
     return , $instructions.ToArray()
 }
 
-# Physical network adapters' MAC addresses (for the check-in of a later API version).
+# Physical network adapters' MAC addresses, sent at check-in (an empty list when they cannot be read).
 function Get-NetworkAdapterMacAddress {
     $addresses = @()
     if (Get-Command -Name Get-NetAdapter -ErrorAction SilentlyContinue) {
@@ -1832,7 +1841,10 @@ function Invoke-NetunlockdAgent {
 
         try {
             $outcomes = Invoke-Escrow -Api $api -Protectors $inventory.Protectors -Limits $limits -Problems $problems
-            $instructions = Invoke-CheckIn -Api $api -Volumes $inventory.Volumes -MaxEntries $limits.MaxCheckInEntries -Problems $problems
+            $adapters = @()
+            try { $adapters = @(Get-NetworkAdapterMacAddress) }
+            catch { Write-AgentLog ('cannot list the network adapters ({0}); checking in without them' -f $_.Exception.Message) 'Warning' }
+            $instructions = Invoke-CheckIn -Api $api -Volumes $inventory.Volumes -MaxEntries $limits.MaxCheckInEntries -Problems $problems -Adapters $adapters
         }
         catch {
             if (-not (Test-CertificateRefusedError $_.Exception)) { throw }

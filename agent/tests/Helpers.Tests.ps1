@@ -225,6 +225,17 @@ Describe 'Batching within the appliance limits (finding 6)' {
         @($plan.Skipped).Count | Should -Be 1
         $plan.Skipped[0].volume | Should -BeExactly '{C}'
     }
+    It 'sends the adapters in every check-in body, and leaves the key out when there are none' {
+        $volumes = @(
+            [pscustomobject]@{ volume_guid = '{A}'; protector_ids = @('{1}') }
+            [pscustomobject]@{ volume_guid = '{B}'; protector_ids = @('{2}') }
+        )
+        $plan = New-CheckInBody -Volumes $volumes -MaxEntries 1 -Adapters @('00:15:5D:01:02:03', 'AA:BB:CC:DD:EE:FF')
+        @($plan.Bodies).Count | Should -Be 2
+        $plan.Bodies[0] | Should -BeExactly '{"protectors":[{"volume_guid":"{A}","protector_id":"{1}"}],"adapters":["00:15:5D:01:02:03","AA:BB:CC:DD:EE:FF"]}'
+        $plan.Bodies[1] | Should -BeExactly '{"protectors":[{"volume_guid":"{B}","protector_id":"{2}"}],"adapters":["00:15:5D:01:02:03","AA:BB:CC:DD:EE:FF"]}'
+        (New-CheckInBody -Volumes @() -MaxEntries 256 -Adapters @()).Bodies[0] | Should -BeExactly '{"protectors":[]}'
+    }
     It 'checks in with an empty list when there is nothing to report' {
         $bodies = @((New-CheckInBody -Volumes @() -MaxEntries 256).Bodies)
         $bodies.Count | Should -Be 1

@@ -14,6 +14,7 @@ mod output;
 mod security;
 mod serve;
 mod state;
+mod unlock_records;
 
 use std::process::ExitCode;
 

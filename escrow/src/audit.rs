@@ -33,6 +33,8 @@ pub mod action {
     pub const OPERATOR_BOOTSTRAP: &str = "operator_bootstrap";
     pub const OPERATOR_ROLE: &str = "operator_role_change";
     pub const OPERATOR_DISABLE: &str = "operator_disable";
+    /// A directory sign-in, successful or refused (the reason is in the detail).
+    pub const SIGN_IN: &str = "sign_in";
     pub const API_TOKEN_CREATE: &str = "api_token_create";
     pub const API_TOKEN_REVOKE: &str = "api_token_revoke";
     pub const ROTATION_REPORT: &str = "rotation_report";

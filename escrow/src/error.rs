@@ -33,6 +33,15 @@ pub enum EscrowError {
     /// Reading or writing a local file (KEK, backup) failed.
     #[error("I/O error: {0}")]
     Io(String),
+    /// A directory sign-in was refused (401). Deliberately generic: the specific reason (wrong
+    /// password, disabled, no role group, …) is in the audit log, not told to the person.
+    #[error(
+        "sign-in refused: the user name or password is wrong, or this account may not use netunlockd"
+    )]
+    SignInRefused,
+    /// The directory could not be used for sign-in (503); the detail is for the server log.
+    #[error("the directory is unavailable: {0}")]
+    DirectoryUnavailable(String),
 }
 
 impl EscrowError {
@@ -45,7 +54,8 @@ impl EscrowError {
             Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
             Self::Gone(_) => 410,
-            Self::Storage(_) => 503,
+            Self::Storage(_) | Self::DirectoryUnavailable(_) => 503,
+            Self::SignInRefused => 401,
             Self::Crypto(_) | Self::Io(_) => 500,
         }
     }
@@ -56,6 +66,10 @@ impl EscrowError {
         match self {
             Self::Storage(_) => "the escrow database is unavailable; try again later".to_owned(),
             Self::Crypto(_) | Self::Io(_) => "internal error; see the server log".to_owned(),
+            Self::DirectoryUnavailable(_) => {
+                "the directory cannot be reached; try again later (API tokens still work)"
+                    .to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -82,6 +96,10 @@ mod tests {
         assert_eq!(EscrowError::Validation("x".into()).http_status(), 400);
         assert_eq!(EscrowError::Unauthorized.http_status(), 401);
         assert_eq!(EscrowError::Gone("t".into()).http_status(), 410);
+        assert_eq!(EscrowError::SignInRefused.http_status(), 401);
+        let d = EscrowError::DirectoryUnavailable("dc1.corp:636 refused the connection".into());
+        assert_eq!(d.http_status(), 503);
+        assert!(!d.public_message().contains("dc1"));
         let e = EscrowError::Storage("disk /var/lib/x full".into());
         assert_eq!(e.http_status(), 503);
         assert!(!e.public_message().contains("/var/lib"));

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod audit;
 pub mod client;
+pub mod directory;
 pub mod error;
 pub mod guid;
 pub mod metrics;
@@ -36,9 +37,13 @@ pub use model::{
     ProtectorId, RecoveryPassword, Role, RotationInstruction, RotationState, StaleDevice,
     VolumeType, VolumeWithoutKey, parse_recovery_password,
 };
+pub use model::{
+    DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MacAddress, RecoveryNeeded, UnknownAdapter,
+    UnlockEvent, UnlockFleetReport, UnlockGauges,
+};
 pub use sealing::Kek;
 pub use server::{EscrowServer, EscrowServerConfig, ServerLimits};
 pub use service::membership::{MemberSeen, Membership};
-pub use service::{Clock, EscrowService, ManualClock, SystemClock};
+pub use service::{Clock, EscrowService, ManualClock, SignedIn, SystemClock};
 pub use store::Backend;
 pub use tls::TlsReloader;

@@ -83,5 +83,10 @@ async fn check_without_binding(config: &Config, state: &StateDir) -> Result<Vec<
             crate::config::redact_url(&e.database_url)
         ));
     }
+    if let Some(d) = &config.directory {
+        // Reads the password file and the CA file; does not contact the directory.
+        d.load()?;
+        report.push(d.describe());
+    }
     Ok(report)
 }

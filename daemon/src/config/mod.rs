@@ -3,6 +3,8 @@
 
 pub(crate) mod group;
 mod plain;
+pub(crate) mod directory;
+pub(crate) mod unlock_records;
 pub(crate) mod wire;
 
 use std::net::{SocketAddr, SocketAddrV4};
@@ -34,6 +36,10 @@ pub(crate) struct Config {
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) unlock: Option<UnlockSettings>,
     pub(crate) escrow: Option<EscrowSettings>,
+    /// `[directory]`: directory sign-in for the console (needs `[escrow]`).
+    pub(crate) directory: Option<directory::DirectorySettings>,
+    /// `[unlock_records]`: Network Unlock outcomes kept in the escrow database.
+    pub(crate) unlock_records: Option<unlock_records::UnlockRecordSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +191,15 @@ pub(crate) fn validate(
     if unlock.is_none() && escrow.is_none() {
         bail!("both [unlock] and [escrow] are disabled: there would be nothing to serve");
     }
+    let directory = match &wire.directory {
+        Some(_) if escrow.is_none() => {
+            bail!("[directory] signs people in to the escrow console, but [escrow] is disabled")
+        }
+        Some(d) => Some(directory::validate(d)?),
+        None => None,
+    };
+    let unlock_records =
+        unlock_records::validate(&wire.unlock_records, unlock.is_some() && escrow.is_some())?;
     let metrics_listen = wire.metrics.enabled.then_some(wire.metrics.listen);
     if let (Some(m), Some(e)) = (metrics_listen, escrow.as_ref())
         && m == e.listen
@@ -200,6 +215,8 @@ pub(crate) fn validate(
         metrics_listen,
         unlock,
         escrow,
+        directory,
+        unlock_records,
     })
 }
 

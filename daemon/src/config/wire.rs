@@ -23,6 +23,11 @@ pub(crate) struct WireConfig {
     pub(crate) unlock: WireUnlock,
     #[serde(default)]
     pub(crate) escrow: WireEscrow,
+    /// Directory sign-in for the console; absent: no directory sign-in.
+    #[serde(default)]
+    pub(crate) directory: Option<super::directory::WireDirectory>,
+    #[serde(default)]
+    pub(crate) unlock_records: super::unlock_records::WireUnlockRecords,
 }
 
 impl Default for WireConfig {
@@ -34,6 +39,8 @@ impl Default for WireConfig {
             metrics: WireMetrics::default(),
             unlock: WireUnlock::default(),
             escrow: WireEscrow::default(),
+            directory: None,
+            unlock_records: Default::default(),
         }
     }
 }

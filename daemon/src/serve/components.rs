@@ -43,6 +43,11 @@ pub(crate) struct Components {
     pub(crate) escrow: Option<EscrowRuntime>,
     /// A group member's escrow service, started in the background (see `late_escrow`).
     pub(crate) escrow_later: Option<(EscrowSettings, StateDir, Registry)>,
+    /// Writes Network Unlock outcomes into the escrow database (both parts enabled).
+    pub(crate) unlock_records: Option<crate::unlock_records::RecorderWriter>,
+    /// `[directory]`, loaded (password and CA read) at start so a broken setting stops the start;
+    /// the console signs people in with it (`EscrowService::sign_in_directory`).
+    pub(crate) directory: Option<escrow::directory::Directory>,
 }
 
 /// Handles kept by the signal loop after the components were moved into their tasks.
@@ -66,8 +71,17 @@ impl Components {
         state: &StateDir,
         registry: &Registry,
     ) -> Result<Self> {
+        let mut hooks = Hooks::default();
+        let unlock_records = match &config.unlock_records {
+            Some(settings) => {
+                let (sink, writer) = crate::unlock_records::recorder(settings, registry)?;
+                hooks.outcomes = sink;
+                Some(writer)
+            }
+            None => None,
+        };
         let unlock = match &config.unlock {
-            Some(u) => Some(start_unlock(u, state, registry)?),
+            Some(u) => Some(start_unlock(u, state, registry, hooks)?),
             None => None,
         };
         let group_member = config.unlock.as_ref().is_some_and(|u| u.group.is_some());
@@ -80,9 +94,15 @@ impl Components {
             Some(e) => Some(start_escrow(e, state, registry).await?),
             None => None,
         };
+        let directory = match &config.directory {
+            Some(d) => Some(d.load()?),
+            None => None,
+        };
         Ok(Self {
             unlock,
             escrow,
+            unlock_records,
+            directory,
             escrow_later,
         })
     }
@@ -148,6 +168,14 @@ impl Components {
                 settings, state, registry, started, token,
             ));
         }
+        if let (Some(writer), Some(e)) = (self.unlock_records, &self.escrow) {
+            let service = e.service.clone();
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                writer.run(service, token).await;
+                Ok(())
+            });
+        }
         if let Some(e) = self.escrow {
             reloaders.escrow_tls = Some(e.server.tls_reloader());
             reloaders.health_sources.escrow = Some((e.service.clone(), e.audit_chain_ok.clone()));
@@ -162,6 +190,7 @@ fn start_unlock(
     u: &UnlockSettings,
     state: &StateDir,
     registry: &Registry,
+    hooks: Hooks,
 ) -> Result<UnlockRuntime> {
     let mut generated_cer = None;
     if u.certificates.is_empty() && state.ensure_unlock_certificate()? {
@@ -200,7 +229,7 @@ fn start_unlock(
         .as_ref()
         .map(|g| crate::group::Engine::new(g, registry))
         .transpose()?;
-    let mut hooks = Hooks::default();
+    let mut hooks = hooks;
     if let Some(engine) = &group {
         hooks.ownership = engine.state();
     }

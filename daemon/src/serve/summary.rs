@@ -81,6 +81,9 @@ pub(super) async fn log(config: &Config, components: &Components, metrics: Optio
             );
         }
     }
+    if let (Some(d), Some(_)) = (&config.directory, &components.directory) {
+        tracing::info!("{}", d.describe());
+    }
     if let Some(e) = &components.escrow {
         tracing::info!(backend = %e.backend, "escrow database open");
         let local = escrow::model::Actor::local("start-up summary");

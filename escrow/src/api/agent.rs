@@ -18,8 +18,8 @@ use super::wire::*;
 use crate::error::EscrowError;
 use crate::guid::parse_guid;
 use crate::model::{
-    CheckIn, EscrowItem, EscrowRequest, ItemOutcome, ProtectorId, VolumeType,
-    parse_recovery_password,
+    CheckIn, EscrowItem, EscrowRequest, ItemOutcome, MAX_ADAPTERS, MacAddress, ProtectorId,
+    VolumeType, parse_recovery_password,
 };
 
 pub const UNKNOWN_ENROLLMENT_TOKEN: &str = "the enrollment token is not known to this appliance: check it was copied whole \
@@ -219,6 +219,10 @@ pub async fn check_in(
             parse_protector(&format!("protector {n}: protector_id"), &p.protector_id)?,
         ));
     }
+    let adapters = match &body.adapters {
+        Some(list) => Some(parse_adapters(list)?),
+        None => None,
+    };
     let rotations = state
         .service
         .check_in(
@@ -228,7 +232,27 @@ pub async fn check_in(
             },
         )
         .await?;
+    if let Some(adapters) = adapters {
+        state.service.report_adapters(&device, &adapters).await?;
+    }
     Ok(Json(CheckInResponse { rotations }))
+}
+
+/// Validate the adapters of a check-in: at most [`MAX_ADAPTERS`], each a unicast MAC address.
+fn parse_adapters(list: &[String]) -> Result<Vec<MacAddress>, ApiError> {
+    if list.len() > MAX_ADAPTERS {
+        return Err(ApiError::validation(format!(
+            "adapters lists {} entries; at most {MAX_ADAPTERS}",
+            list.len()
+        )));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.parse::<MacAddress>()
+                .map_err(|e| ApiError::validation(format!("adapter {}: {e}", i + 1)))
+        })
+        .collect()
 }
 
 #[utoipa::path(

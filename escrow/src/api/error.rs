@@ -66,6 +66,8 @@ impl From<EscrowError> for ApiError {
             EscrowError::Gone(_) => "gone",
             EscrowError::Storage(_) => "storage_unavailable",
             EscrowError::Crypto(_) | EscrowError::Io(_) => "internal",
+            EscrowError::SignInRefused => "sign_in_refused",
+            EscrowError::DirectoryUnavailable(_) => "directory_unavailable",
         };
         if status.is_server_error() {
             // The detail stays in the server log; the client gets the public message only.

@@ -112,6 +112,10 @@ pub struct CheckInBody {
     /// Every protector on the device's volumes (at most 1024).
     #[schema(max_items = 1024)]
     pub protectors: Vec<PresentProtector>,
+    /// MAC addresses of the device's network adapters (`AA-BB-CC-DD-EE-FF` or `aa:bb:cc:dd:ee:ff`),
+    /// at most 64; they join Network Unlock requests to this device. Absent: keep the last list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapters: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]

@@ -4,6 +4,7 @@
 pub mod limits;
 mod page;
 mod reports;
+mod unlock;
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,6 +20,10 @@ pub use page::{Page, PageRequest, ResolvedPage};
 pub use reports::{
     ConflictRow, DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice,
     VolumeWithoutKey,
+};
+pub use unlock::{
+    DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MAX_ADAPTERS, MacAddress, RecoveryNeeded,
+    UnknownAdapter, UnlockEvent, UnlockFleetReport, UnlockGauges,
 };
 
 /// "DisclosureReason" → "disclosure reason": messages name the kind of value, not the Rust type.

@@ -16,6 +16,8 @@ pub mod membership;
 mod lookup_limit;
 mod operators;
 mod reports;
+mod sign_in;
+mod unlock;
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use crate::sealing::{Dek, Kek, Sealer};
 use crate::store::{self, Backend, Db};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use sign_in::SignedIn;
 
 /// The escrow service: storage, sealing and clock. Cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use crate::sealing::{ct_eq, new_token_secret, token_hash};
 use crate::store::audit::{self as audit_log, NewAudit};
 use crate::store::{Tx, operators, tokens};
 
-fn validate_operator_name(name: &str) -> Result<String, EscrowError> {
+pub(super) fn validate_operator_name(name: &str) -> Result<String, EscrowError> {
     let n = clean_text("operator name", name, 64)?;
     if n.is_empty() || !n.chars().all(|c| c.is_alphanumeric() || "._-@".contains(c)) {
         return Err(EscrowError::Validation(format!(

@@ -19,6 +19,7 @@ pub(crate) mod operators;
 pub(crate) mod ratelimit;
 pub(crate) mod reports;
 pub(crate) mod tokens;
+pub(crate) mod unlock;
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
@@ -207,6 +208,16 @@ impl Db {
                     .await?;
                 Ok(Tx(tx))
             }
+        }
+    }
+
+    /// A write transaction that appends no audit record (operational data such as Network Unlock
+    /// outcomes): on PostgreSQL it does not take the audit chain lock, so it never waits for, nor
+    /// delays, audited writes.
+    pub(crate) async fn begin_write_unaudited(&self) -> Result<Tx, EscrowError> {
+        match self.backend {
+            Backend::Sqlite => Ok(Tx(self.pool.begin_with("BEGIN IMMEDIATE").await?)),
+            Backend::Postgres => Ok(Tx(self.pool.begin().await?)),
         }
     }
 

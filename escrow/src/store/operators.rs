@@ -127,3 +127,73 @@ pub(crate) async fn list(
     .await?;
     rows.iter().map(operator_from_row).collect()
 }
+
+/// An operator together with the directory DN it is linked to (None: a local operator).
+#[derive(Clone, Debug)]
+pub(crate) struct LinkedOperator {
+    pub info: OperatorInfo,
+    pub directory_dn: Option<String>,
+}
+
+/// The operators linked to `dn` or named `name` (at most one of each; possibly the same row).
+pub(crate) async fn by_directory_dn_or_name(
+    c: &mut AnyConnection,
+    dn: &str,
+    name: &str,
+) -> Result<Vec<LinkedOperator>, EscrowError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {OPERATOR_COLUMNS}, directory_dn FROM operators WHERE directory_dn = $1 OR name = $2 ORDER BY id"
+    ))
+    .bind(dn.to_owned())
+    .bind(name.to_owned())
+    .fetch_all(c)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LinkedOperator {
+                info: operator_from_row(r)?,
+                directory_dn: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn insert_directory(
+    c: &mut AnyConnection,
+    name: &str,
+    role: Role,
+    dn: &str,
+    now: i64,
+) -> Result<OperatorInfo, EscrowError> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO operators (name, role, disabled, created_at, directory_dn, last_sign_in_at) \
+         VALUES ($1, $2, 0, $3, $4, $3) RETURNING {OPERATOR_COLUMNS}"
+    ))
+    .bind(name.to_owned())
+    .bind(role.as_str())
+    .bind(now)
+    .bind(dn.to_owned())
+    .fetch_one(c)
+    .await?;
+    operator_from_row(&row)
+}
+
+/// Record a directory sign-in: the role the directory grants now, the DN it was found at.
+pub(crate) async fn record_directory_sign_in(
+    c: &mut AnyConnection,
+    id: i64,
+    role: Role,
+    dn: &str,
+    now: i64,
+) -> Result<(), EscrowError> {
+    sqlx::query(
+        "UPDATE operators SET role = $1, directory_dn = $2, last_sign_in_at = $3 WHERE id = $4",
+    )
+    .bind(role.as_str())
+    .bind(dn.to_owned())
+    .bind(now)
+    .bind(id)
+    .execute(c)
+    .await?;
+    Ok(())
+}

@@ -169,6 +169,7 @@ async fn lifecycle(backend: Backend) {
                 protector_id: p.to_string(),
             })
             .collect(),
+        adapters: None,
     };
     let ci = agent
         .client

@@ -163,9 +163,13 @@ async fn perform(call: Call, who: Who, c: &ApiClient, t: &Targets) -> u16 {
             })
             .await,
         ),
-        Call::AgentCheckIn => {
-            status_of(c.check_in(&wire::CheckInBody { protectors: vec![] }).await)
-        }
+        Call::AgentCheckIn => status_of(
+            c.check_in(&wire::CheckInBody {
+                protectors: vec![],
+                adapters: None,
+            })
+            .await,
+        ),
         // A well-formed report about a protector whose replacement was never escrowed: 409 for the
         // device itself, refused earlier for everyone else.
         Call::AgentRotation => {

@@ -16,3 +16,4 @@ mod group_v6;
 mod harness;
 mod nkpu;
 mod nkpu_trust;
+mod unlock_escrow;
