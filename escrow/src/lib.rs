@@ -23,6 +23,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use api::wire;
 pub use audit::{AuditFilter, AuditRecord, ChainVerification};
@@ -33,10 +34,10 @@ pub use model::{
     DisclosedNotRotated, Disclosure, DisclosureReason, EnrollmentTokenInfo, EscrowItem,
     EscrowRequest, FleetGauges, FleetReport, ImportRecord, ItemOutcome, KeyCandidate, MismatchRow,
     OperatorInfo, PasswordError, ProtectorId, RecoveryPassword, Role, RotationInstruction,
-    RotationState, StaleDevice, VolumeType, VolumeWithoutKey, parse_recovery_password,
+    RotationState, StaleDevice, TpmReason, VolumeType, VolumeWithoutKey, parse_recovery_password,
 };
 pub use sealing::Kek;
 pub use server::{EscrowServer, EscrowServerConfig, ServerLimits};
-pub use service::{Clock, EscrowService, ManualClock, SystemClock};
+pub use service::{Clock, EscrowService, ManualClock, SessionPolicy, SystemClock};
 pub use store::Backend;
 pub use tls::TlsReloader;

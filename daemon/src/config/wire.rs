@@ -23,6 +23,8 @@ pub(crate) struct WireConfig {
     pub(crate) unlock: WireUnlock,
     #[serde(default)]
     pub(crate) escrow: WireEscrow,
+    #[serde(default)]
+    pub(crate) console: WireConsole,
 }
 
 impl Default for WireConfig {
@@ -34,6 +36,7 @@ impl Default for WireConfig {
             metrics: WireMetrics::default(),
             unlock: WireUnlock::default(),
             escrow: WireEscrow::default(),
+            console: WireConsole::default(),
         }
     }
 }
@@ -277,4 +280,35 @@ fn default_stale_after_days() -> u32 {
 
 fn yes() -> bool {
     true
+}
+
+/// `[console]`: the help-desk web console on the escrow listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WireConsole {
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// A session ends after this many seconds without a request.
+    #[serde(default = "default_console_idle_secs")]
+    pub(crate) idle_timeout_secs: u64,
+    /// A session ends this many seconds after sign-in, however active.
+    #[serde(default = "default_console_absolute_secs")]
+    pub(crate) absolute_timeout_secs: u64,
+}
+
+impl Default for WireConsole {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_secs: default_console_idle_secs(),
+            absolute_timeout_secs: default_console_absolute_secs(),
+        }
+    }
+}
+
+fn default_console_idle_secs() -> u64 {
+    15 * 60
+}
+fn default_console_absolute_secs() -> u64 {
+    8 * 3600
 }

@@ -6,6 +6,7 @@ mod agent;
 pub mod backup;
 mod clock;
 mod committer;
+mod console;
 mod device_cache;
 mod devices;
 mod escrow_batch;
@@ -13,6 +14,8 @@ mod helpdesk;
 mod keys;
 mod operators;
 mod reports;
+mod sessions;
+mod tpm;
 
 use std::sync::Arc;
 
@@ -26,6 +29,8 @@ use crate::sealing::{Dek, Kek, Sealer};
 use crate::store::{self, Backend, Db};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use sessions::{SESSION_PREFIX, SessionEnd, SessionPolicy};
+pub use tpm::TpmOwnerAuth;
 
 /// The escrow service: storage, sealing and clock. Cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]

@@ -16,7 +16,9 @@ pub(crate) mod keyring;
 pub(crate) mod keys;
 pub(crate) mod operators;
 pub(crate) mod reports;
+pub(crate) mod sessions;
 pub(crate) mod tokens;
+pub(crate) mod tpm;
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;

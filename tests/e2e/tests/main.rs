@@ -1,5 +1,6 @@
 //! End-to-end tests against the real netunlockd binary.
 mod agent_contract;
+mod console;
 mod daemon;
 mod escrow;
 mod escrow_durability;
