@@ -42,6 +42,9 @@ pub mod action {
     pub const KEK_REWRAP: &str = "kek_rewrap";
     pub const IMPORT: &str = "import";
     pub const RESTORE: &str = "restore";
+    pub const CONSOLE_SIGN_IN: &str = "console_sign_in";
+    pub const CONSOLE_SIGN_OUT: &str = "console_sign_out";
+    pub const TPM_OWNER_AUTH_DISCLOSE: &str = "tpm_owner_auth_disclose";
 }
 
 /// One stored audit record.

@@ -24,6 +24,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use api::wire;
 pub use audit::{AuditFilter, AuditRecord, ChainCheckpoint, ChainVerification, ChainWatch};
@@ -35,7 +36,7 @@ pub use model::{
     EnrollmentTokenInfo, EscrowItem, EscrowRequest, FleetGauges, FleetReport, ImportRecord,
     ItemOutcome, KeyCandidate, MismatchRow, OperatorInfo, Page, PageRequest, PasswordError,
     ProtectorId, RecoveryPassword, Role, RotationInstruction, RotationState, StaleDevice,
-    VolumeType, VolumeWithoutKey, parse_recovery_password,
+    TpmReason, VolumeType, VolumeWithoutKey, parse_recovery_password,
 };
 pub use model::{
     DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MacAddress, RecoveryNeeded, UnknownAdapter,
@@ -44,6 +45,6 @@ pub use model::{
 pub use sealing::Kek;
 pub use server::{EscrowServer, EscrowServerConfig, ServerLimits};
 pub use service::membership::{MemberSeen, Membership};
-pub use service::{Clock, EscrowService, ManualClock, SignedIn, SystemClock};
+pub use service::{Clock, EscrowService, ManualClock, SessionPolicy, SignedIn, SystemClock};
 pub use store::Backend;
 pub use tls::TlsReloader;

@@ -29,7 +29,7 @@ impl fmt::Debug for Kek {
     }
 }
 
-fn random32() -> Result<Zeroizing<[u8; 32]>, EscrowError> {
+pub(crate) fn random32() -> Result<Zeroizing<[u8; 32]>, EscrowError> {
     let mut k = Zeroizing::new([0u8; 32]);
     rand::fill(&mut k[..])
         .map_err(|_| EscrowError::Crypto("the system random generator failed".into()))?;

@@ -25,6 +25,7 @@ use crate::error::EscrowError;
 use crate::metrics::EscrowMetrics;
 use crate::service::EscrowService;
 use crate::tls::{TlsReloader, cert_sha256_hex};
+use crate::web::{self, ConsoleSettings, WebState};
 
 /// What the daemon configures (`[escrow]` in the config file).
 #[derive(Debug, Clone)]
@@ -76,6 +77,7 @@ pub struct EscrowServer {
     app: Router,
     state: AppState,
     limits: ServerLimits,
+    max_body_bytes: usize,
 }
 
 impl std::fmt::Debug for EscrowServer {
@@ -121,7 +123,7 @@ impl EscrowServer {
             request_timeout: config.request_timeout,
             stale_after: config.stale_after,
         };
-        let app = router(state.clone(), config.max_body_bytes);
+        let app = app(&state, config.max_body_bytes, ConsoleSettings::default());
         Ok(Self {
             listener,
             local_addr,
@@ -129,7 +131,15 @@ impl EscrowServer {
             app,
             state,
             limits,
+            max_body_bytes: config.max_body_bytes,
         })
+    }
+
+    /// Serves the web console with these settings (it is on, with default timeouts, unless this
+    /// says otherwise).
+    pub fn with_console(mut self, console: ConsoleSettings) -> Self {
+        self.app = app(&self.state, self.max_body_bytes, console);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -151,6 +161,7 @@ impl EscrowServer {
             app,
             state,
             limits,
+            ..
         } = self;
         tracing::info!(%local_addr, "escrow API listening (HTTPS)");
         let gauges = tokio::spawn(refresh_gauges(
@@ -247,6 +258,22 @@ impl EscrowServer {
         gauges.abort();
         Ok(())
     }
+}
+
+/// The API, and the console beside it when enabled.
+fn app(state: &AppState, max_body_bytes: usize, console: ConsoleSettings) -> Router {
+    let api = router(state.clone(), max_body_bytes);
+    if !console.enabled {
+        return api;
+    }
+    api.merge(web::router(WebState {
+        service: state.service.clone(),
+        metrics: state.metrics.clone(),
+        limiter: state.limiter.clone(),
+        sessions: console.sessions,
+        request_timeout: state.request_timeout,
+        stale_after: state.stale_after,
+    }))
 }
 
 /// Keeps the fleet gauges current (they need database queries, so not per scrape).

@@ -89,6 +89,8 @@ pub(crate) struct EscrowSettings {
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) stale_after: Duration,
+    /// The web console served beside the API (`[console]`).
+    pub(crate) console: escrow::web::ConsoleSettings,
 }
 
 /// Command-line overrides that win over the file.
@@ -348,6 +350,27 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
         max_body_bytes: e.max_body_bytes,
         request_timeout: Duration::from_secs(e.request_timeout_secs),
         stale_after: Duration::from_secs(u64::from(e.stale_after_days) * 86_400),
+        console: validate_console(&wire.console)?,
+    })
+}
+
+fn validate_console(c: &wire::WireConsole) -> Result<escrow::web::ConsoleSettings> {
+    if c.idle_timeout_secs == 0 {
+        bail!("console.idle_timeout_secs must be at least 1");
+    }
+    if c.absolute_timeout_secs < c.idle_timeout_secs {
+        bail!(
+            "console.absolute_timeout_secs ({}) must not be shorter than console.idle_timeout_secs ({})",
+            c.absolute_timeout_secs,
+            c.idle_timeout_secs
+        );
+    }
+    Ok(escrow::web::ConsoleSettings {
+        enabled: c.enabled,
+        sessions: escrow::SessionPolicy {
+            idle: Duration::from_secs(c.idle_timeout_secs),
+            absolute: Duration::from_secs(c.absolute_timeout_secs),
+        },
     })
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct WireConfig {
     pub(crate) directory: Option<super::directory::WireDirectory>,
     #[serde(default)]
     pub(crate) unlock_records: super::unlock_records::WireUnlockRecords,
+    #[serde(default)]
+    pub(crate) console: WireConsole,
 }
 
 impl Default for WireConfig {
@@ -41,6 +43,7 @@ impl Default for WireConfig {
             escrow: WireEscrow::default(),
             directory: None,
             unlock_records: Default::default(),
+            console: WireConsole::default(),
         }
     }
 }
@@ -287,4 +290,35 @@ fn default_stale_after_days() -> u32 {
 
 fn yes() -> bool {
     true
+}
+
+/// `[console]`: the help-desk web console on the escrow listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WireConsole {
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// A session ends after this many seconds without a request.
+    #[serde(default = "default_console_idle_secs")]
+    pub(crate) idle_timeout_secs: u64,
+    /// A session ends this many seconds after sign-in, however active.
+    #[serde(default = "default_console_absolute_secs")]
+    pub(crate) absolute_timeout_secs: u64,
+}
+
+impl Default for WireConsole {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_secs: default_console_idle_secs(),
+            absolute_timeout_secs: default_console_absolute_secs(),
+        }
+    }
+}
+
+fn default_console_idle_secs() -> u64 {
+    15 * 60
+}
+fn default_console_absolute_secs() -> u64 {
+    8 * 3600
 }

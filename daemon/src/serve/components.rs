@@ -287,7 +287,8 @@ pub(super) async fn start_escrow(
     };
     let server = escrow::EscrowServer::bind(server_config, service.clone(), registry)
         .await
-        .with_context(|| format!("cannot start the escrow API on {}", e.listen))?;
+        .with_context(|| format!("cannot start the escrow API on {}", e.listen))?
+        .with_console(e.console);
     let audit_chain_ok = prometheus::IntGauge::new(
         "netunlockd_audit_chain_ok",
         "1 if the last check of the escrow audit hash chain found it intact, 0 if it found it broken.",

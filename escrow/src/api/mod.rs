@@ -8,7 +8,7 @@ pub mod csv;
 pub mod error;
 mod keys;
 pub mod ratelimit;
-mod reports;
+pub(crate) mod reports;
 pub mod wire;
 
 use std::sync::Arc;

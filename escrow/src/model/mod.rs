@@ -100,6 +100,13 @@ string_enum!(
     }
 );
 string_enum!(
+    /// Reasons for retrieving the TPM owner authorisation (MBAM's "Manage TPM" list).
+    TpmReason {
+        ResetPinLockout => "reset_pin_lockout", TurnOnTpm => "turn_on_tpm", TurnOffTpm => "turn_off_tpm",
+        ChangeTpmPassword => "change_tpm_password", ClearTpm => "clear_tpm", Other => "other",
+    }
+);
+string_enum!(
     /// Rotation state of a protector after disclosure: requested → new escrowed → done.
     RotationState { None => "none", Requested => "requested", NewEscrowed => "new_escrowed", Done => "done" }
 );

@@ -6,6 +6,7 @@ mod agent;
 pub mod backup;
 mod clock;
 mod committer;
+mod console;
 mod device_cache;
 mod devices;
 mod disclose_target;
@@ -18,6 +19,8 @@ mod operators;
 mod reports;
 mod sign_in;
 mod unlock;
+mod sessions;
+mod tpm;
 
 use std::sync::Arc;
 
@@ -32,6 +35,8 @@ use crate::store::{self, Backend, Db};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use sign_in::SignedIn;
+pub use sessions::{SESSION_PREFIX, SessionEnd, SessionPolicy};
+pub use tpm::TpmOwnerAuth;
 
 /// The escrow service: storage, sealing and clock. Cheap to clone (shared state behind an `Arc`).
 #[derive(Clone)]

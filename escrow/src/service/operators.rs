@@ -139,6 +139,8 @@ impl EscrowService {
         let now = self.now_us();
         operators::disable(&mut tx, id, now).await?;
         tokens::revoke_all_api_of(&mut tx, id, now).await?;
+        // Their console sessions end now too (each request re-checks as well).
+        crate::store::sessions::delete_for_operator(&mut tx, id).await?;
         audit_log::append(
             &mut tx,
             NewAudit::new(actor, action::OPERATOR_DISABLE, AuditOutcome::Success)

@@ -18,8 +18,10 @@ pub(crate) mod membership;
 pub(crate) mod operators;
 pub(crate) mod ratelimit;
 pub(crate) mod reports;
+pub(crate) mod sessions;
 pub(crate) mod tokens;
 pub(crate) mod unlock;
+pub(crate) mod tpm;
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;

@@ -1,6 +1,7 @@
 //! End-to-end tests against the real netunlockd binary.
 mod agent_contract;
 mod cli;
+mod console;
 mod daemon;
 mod docs;
 mod escrow;

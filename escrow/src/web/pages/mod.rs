@@ -1,0 +1,9 @@
+//! One module per console section.
+
+pub mod admin;
+pub mod devices;
+pub mod home;
+pub mod recovery;
+pub mod reports;
+pub mod signin;
+pub mod tpm;

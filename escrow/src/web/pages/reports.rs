@@ -1,0 +1,449 @@
+//! Reports: the recovery audit report (filters, pages, CSV export of the whole selection) and the
+//! fleet report with a chart.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::api::reports::{audit_csv as to_csv, parse_when};
+use crate::audit::{AuditFilter, AuditRecord};
+use crate::model::{AuditOutcome, Role};
+use crate::web::WebState;
+use crate::web::chart::{Bar, bars};
+use crate::web::error::PageError;
+use crate::web::render::{Nav, age, html, when, when_opt};
+use crate::web::session::Session;
+
+/// Records per page of the audit report.
+pub const PAGE_SIZE: usize = 50;
+/// Most records one report view considers (the service's own ceiling for a page is 10,000).
+const VIEW_LIMIT: u32 = 10_000;
+/// Most records one CSV export holds.
+const CSV_LIMIT: u32 = 100_000;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AuditParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub operator: Option<String>,
+    pub device: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    pub page: Option<usize>,
+}
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+impl AuditParams {
+    /// The service filter, and the reason (filtered here: the store has no reason filter).
+    pub fn filter(&self, limit: u32) -> Result<(AuditFilter, Option<String>), PageError> {
+        let when = |field: &str, v: &Option<String>, end: bool| {
+            non_empty(v)
+                .map(|s| parse_when(field, &s, end).map_err(|e| PageError::BadInput(e.message)))
+                .transpose()
+        };
+        let from = when("from", &self.from, false)?;
+        let to = when("to", &self.to, true)?;
+        if let (Some(f), Some(t)) = (from, to)
+            && f > t
+        {
+            return Err(PageError::BadInput(
+                "The start date is after the end date.".into(),
+            ));
+        }
+        let outcome = match non_empty(&self.outcome).as_deref() {
+            None => None,
+            Some(o) => Some(o.parse::<AuditOutcome>().map_err(PageError::BadInput)?),
+        };
+        Ok((
+            AuditFilter {
+                from,
+                to,
+                operator: non_empty(&self.operator),
+                device: non_empty(&self.device),
+                kind: non_empty(&self.action),
+                outcome,
+                limit: Some(limit),
+            },
+            non_empty(&self.reason),
+        ))
+    }
+
+    /// The query string of this selection (for page links and the CSV link), without `page`.
+    pub fn query(&self) -> String {
+        let mut parts = Vec::new();
+        for (k, v) in [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("operator", &self.operator),
+            ("device", &self.device),
+            ("action", &self.action),
+            ("outcome", &self.outcome),
+            ("reason", &self.reason),
+        ] {
+            if let Some(v) = non_empty(v) {
+                parts.push(format!("{k}={}", enc(&v)));
+            }
+        }
+        parts.join("&")
+    }
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn select(
+    state: &WebState,
+    s: &Session,
+    p: &AuditParams,
+    limit: u32,
+) -> Result<Vec<AuditRecord>, PageError> {
+    let (filter, reason) = p.filter(limit)?;
+    let mut records = state.service.audit_report(&s.actor, filter).await?;
+    if let Some(r) = reason {
+        records.retain(|rec| rec.reason.as_deref() == Some(r.as_str()));
+    }
+    Ok(records)
+}
+
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: String,
+    pub who: String,
+    pub action: String,
+    pub device: String,
+    pub key: String,
+    pub reason: String,
+    pub outcome: String,
+    pub failed: bool,
+    pub client: String,
+}
+
+fn audit_row(r: &AuditRecord) -> AuditRow {
+    AuditRow {
+        seq: r.seq,
+        at: when(&r.at),
+        who: format!("{} ({})", r.actor_name, r.actor_kind),
+        action: r.action.replace('_', " "),
+        device: r.device_name.clone().unwrap_or_default(),
+        key: r.protector_id.clone().unwrap_or_default(),
+        reason: r.reason.clone().unwrap_or_default().replace('_', " "),
+        outcome: r.outcome.as_str().to_owned(),
+        failed: r.outcome == AuditOutcome::Failure,
+        client: r.client_addr.clone().unwrap_or_default(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+struct AuditPage {
+    nav: Nav,
+    p: AuditParams,
+    rows: Vec<AuditRow>,
+    total: usize,
+    first: usize,
+    last: usize,
+    capped: bool,
+    prev_href: Option<String>,
+    next_href: Option<String>,
+    csv_href: String,
+}
+
+pub async fn audit(
+    State(state): State<WebState>,
+    s: Session,
+    Query(p): Query<AuditParams>,
+) -> Result<Response, PageError> {
+    s.require(&[Role::Admin, Role::Auditor], "the audit report")?;
+    let records = select(&state, &s, &p, VIEW_LIMIT).await?;
+    let total = records.len();
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let page = p.page.unwrap_or(1).clamp(1, pages);
+    // Newest first: the records come in chain order.
+    let rows: Vec<AuditRow> = records
+        .iter()
+        .rev()
+        .skip((page - 1) * PAGE_SIZE)
+        .take(PAGE_SIZE)
+        .map(audit_row)
+        .collect();
+    let q = p.query();
+    let link = |n: usize| {
+        if q.is_empty() {
+            format!("/reports/audit?page={n}")
+        } else {
+            format!("/reports/audit?{q}&page={n}")
+        }
+    };
+    let first = if rows.is_empty() {
+        0
+    } else {
+        (page - 1) * PAGE_SIZE + 1
+    };
+    html(&AuditPage {
+        nav: Nav::new(&s, "audit"),
+        last: first + rows.len().saturating_sub(1),
+        first,
+        rows,
+        total,
+        capped: total >= VIEW_LIMIT as usize,
+        prev_href: (page > 1).then(|| link(page - 1)),
+        next_href: (page < pages).then(|| link(page + 1)),
+        csv_href: if q.is_empty() {
+            "/reports/audit.csv".into()
+        } else {
+            format!("/reports/audit.csv?{q}")
+        },
+        p,
+    })
+}
+
+pub async fn audit_csv(
+    State(state): State<WebState>,
+    s: Session,
+    Query(p): Query<AuditParams>,
+) -> Result<Response, PageError> {
+    s.require(&[Role::Admin, Role::Auditor], "the audit report")?;
+    let records = select(&state, &s, &p, CSV_LIMIT).await?;
+    let mut resp = to_csv(&records).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"netunlockd-audit.csv\""),
+    );
+    Ok(resp)
+}
+
+pub struct Line {
+    pub cells: Vec<String>,
+    pub href: Option<String>,
+}
+
+/// Rows shown per fleet report table (the counts and the chart cover all of them).
+pub const FLEET_ROWS: usize = 100;
+
+pub struct Section {
+    pub id: &'static str,
+    pub title: String,
+    pub heads: &'static [&'static str],
+    pub lines: Vec<Line>,
+}
+
+fn section<T>(
+    id: &'static str,
+    title: &str,
+    heads: &'static [&'static str],
+    items: &[T],
+    line: impl Fn(&T) -> Line,
+) -> Section {
+    let title = if items.len() > FLEET_ROWS {
+        format!("{title} ({}; the first {FLEET_ROWS} shown)", items.len())
+    } else {
+        format!("{title} ({})", items.len())
+    };
+    Section {
+        id,
+        title,
+        heads,
+        lines: items.iter().take(FLEET_ROWS).map(line).collect(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/fleet.html")]
+struct FleetPage {
+    nav: Nav,
+    generated: String,
+    stale_days: u64,
+    freshness_svg: String,
+    problems_svg: String,
+    sections: Vec<Section>,
+}
+
+pub async fn fleet(State(state): State<WebState>, s: Session) -> Result<Response, PageError> {
+    s.require(&[Role::Admin, Role::Auditor], "the fleet report")?;
+    let r = state
+        .service
+        .fleet_report(&s.actor, state.stale_after)
+        .await?;
+    let g = state.service.fleet_gauges().await?;
+    let bar = |label: &str, value: i64, problem: bool| Bar {
+        label: label.into(),
+        value,
+        problem,
+    };
+    let freshness_svg = bars(
+        "chart-checkins",
+        "Active devices by time since last check-in",
+        &[
+            bar("under 1 day", g.devices_fresh_1d, false),
+            bar("1 to 7 days", g.devices_1d_to_7d, false),
+            bar("7 to 30 days", g.devices_7d_to_30d, true),
+            bar("over 30 days or never", g.devices_over_30d_or_never, true),
+        ],
+    );
+    let problems_svg = bars(
+        "chart-problems",
+        "Fleet problems",
+        &[
+            bar(
+                "stale devices",
+                i64::try_from(r.stale_devices.len()).unwrap_or(i64::MAX),
+                true,
+            ),
+            bar(
+                "volumes without a key",
+                i64::try_from(r.volumes_without_key.len()).unwrap_or(i64::MAX),
+                true,
+            ),
+            bar(
+                "disclosed, not rotated",
+                i64::try_from(r.disclosed_not_rotated.len()).unwrap_or(i64::MAX),
+                true,
+            ),
+            bar(
+                "escrow mismatches",
+                i64::try_from(r.mismatches.len()).unwrap_or(i64::MAX),
+                true,
+            ),
+        ],
+    );
+    let dev = |id: i64| Some(format!("/devices/{id}"));
+    html(&FleetPage {
+        nav: Nav::new(&s, "fleet"),
+        generated: when(&r.generated_at),
+        stale_days: r.stale_after_secs / 86_400,
+        freshness_svg,
+        problems_svg,
+        sections: vec![
+            section(
+                "stale",
+                "Stale devices",
+                &["Device", "Domain", "Last check-in"],
+                &r.stale_devices,
+                |d| Line {
+                    cells: vec![
+                        d.computer_name.clone(),
+                        d.domain.clone().unwrap_or_default(),
+                        when_opt(&d.last_check_in),
+                    ],
+                    href: dev(d.device_id),
+                },
+            ),
+            section(
+                "unescrowed",
+                "Volumes without an escrowed key",
+                &["Device", "Mount point", "Type", "Volume GUID"],
+                &r.volumes_without_key,
+                |v| Line {
+                    cells: vec![
+                        v.computer_name.clone(),
+                        v.mount_point.clone().unwrap_or_default(),
+                        v.volume_type.to_string(),
+                        v.volume_guid.to_string(),
+                    ],
+                    href: dev(v.device_id),
+                },
+            ),
+            section(
+                "not-rotated",
+                "Disclosed keys not yet rotated",
+                &["Device", "Key ID", "Disclosed", "Age", "Rotation"],
+                &r.disclosed_not_rotated,
+                |d| Line {
+                    cells: vec![
+                        d.key.device_name.clone(),
+                        d.key.protector_id.to_string(),
+                        when_opt(&d.key.disclosed_at),
+                        age(d.age_secs),
+                        d.key.rotation.to_string(),
+                    ],
+                    href: dev(d.key.device_id),
+                },
+            ),
+            section(
+                "mismatches",
+                "Escrow mismatches",
+                &["Device", "Key ID", "Detected", "Audit record"],
+                &r.mismatches,
+                |m| Line {
+                    cells: vec![
+                        m.computer_name.clone(),
+                        m.protector_id.to_string(),
+                        when(&m.detected_at),
+                        format!("#{}", m.audit_seq),
+                    ],
+                    href: dev(m.device_id),
+                },
+            ),
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_query_round_trips_and_skips_empty_fields() {
+        let p = AuditParams {
+            from: Some("2026-11-01".into()),
+            operator: Some("ann smith".into()),
+            device: Some("  ".into()),
+            action: Some("disclose".into()),
+            page: Some(3),
+            ..AuditParams::default()
+        };
+        assert_eq!(
+            p.query(),
+            "from=2026-11-01&operator=ann%20smith&action=disclose"
+        );
+        let (f, reason) = p.filter(10).unwrap_or_else(|_| panic!("valid"));
+        assert_eq!(f.operator.as_deref(), Some("ann smith"));
+        assert_eq!(f.device, None);
+        assert_eq!(reason, None);
+        assert_eq!(f.limit, Some(10));
+    }
+
+    #[test]
+    fn bad_filters_are_refused_with_a_message() {
+        for p in [
+            AuditParams {
+                from: Some("yesterday".into()),
+                ..AuditParams::default()
+            },
+            AuditParams {
+                from: Some("2026-11-02".into()),
+                to: Some("2026-11-01".into()),
+                ..AuditParams::default()
+            },
+            AuditParams {
+                outcome: Some("maybe".into()),
+                ..AuditParams::default()
+            },
+        ] {
+            assert!(matches!(p.filter(10), Err(PageError::BadInput(_))), "{p:?}");
+        }
+    }
+}
