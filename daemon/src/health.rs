@@ -17,15 +17,14 @@ pub(crate) use evaluate::{
 #[serde(rename_all = "snake_case")]
 pub(crate) enum CheckState {
     Ok,
-    /// Working, but something needs the operator (e.g. one of several certificates expired).
+    /// Working, but something needs the operator (one of several certificates expired, a group
+    /// member answering everything without its database).
     Degraded,
     Failed,
     /// The component is turned off in the configuration.
     Disabled,
     /// Not checked yet.
     Unknown,
-    /// Working, but not as configured (a group member answering everything without its database).
-    Degraded,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,12 +56,6 @@ impl Check {
         Self {
             state: CheckState::Disabled,
             detail: "disabled in the configuration".into(),
-        }
-    }
-    pub(crate) fn degraded(detail: impl Into<String>) -> Self {
-        Self {
-            state: CheckState::Degraded,
-            detail: detail.into(),
         }
     }
     pub(crate) fn unknown() -> Self {
@@ -127,7 +120,6 @@ impl HealthReport {
         self.group = group;
         self
     }
-
 
     /// Serving (ok or degraded): what /healthz answers 200 for.
     pub(crate) fn healthy(&self) -> bool {

@@ -172,14 +172,15 @@ pub(crate) fn run_operator(cmd: OperatorCommand) -> Result<ExitCode> {
                 let created = api_client(&api)?.create_api_token(&body).await?;
                 show(api.output.output, &created, people::api_token_created)
             }
-            OperatorCommand::Tokens { api, operator_id } => print_json(
-                &api_client(&api)?
+            OperatorCommand::Tokens { api, operator_id } => {
+                let list = api_client(&api)?
                     .list_api_tokens(&wire::ApiTokenQuery {
                         operator_id,
                         ..Default::default()
                     })
-                    .await?,
-            ),
+                    .await?;
+                show(api.output.output, &list, people::api_tokens)
+            }
             OperatorCommand::RevokeToken { api, token_id } => {
                 api_client(&api)?.revoke_api_token(&token_id).await?;
                 done(

@@ -1,9 +1,9 @@
 //! Configuration: the TOML wire form (`wire`) turned into a validated form the daemon runs on.
 //! Validation is pure; `load` is the only function that touches the filesystem.
 
+pub(crate) mod directory;
 pub(crate) mod group;
 mod plain;
-pub(crate) mod directory;
 pub(crate) mod unlock_records;
 pub(crate) mod wire;
 

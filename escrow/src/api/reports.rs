@@ -79,6 +79,14 @@ pub const CSV_HEADER: &[&str] = &[
     "detail",
 ];
 
+/// A whole CSV document (header and rows) of `records`, for selections already in memory.
+pub fn audit_csv(records: &[AuditRecord]) -> String {
+    let mut out = String::new();
+    write_record(&mut out, CSV_HEADER);
+    audit_csv_rows(&mut out, records);
+    out
+}
+
 /// The CSV rows of `records` (no header).
 pub fn audit_csv_rows(out: &mut String, records: &[AuditRecord]) {
     for r in records {

@@ -13,14 +13,14 @@ mod disclose_target;
 mod escrow_batch;
 mod helpdesk;
 mod keys;
-pub mod membership;
 mod lookup_limit;
+pub mod membership;
 mod operators;
 mod reports;
-mod sign_in;
-mod unlock;
 mod sessions;
+mod sign_in;
 mod tpm;
+mod unlock;
 
 use std::sync::Arc;
 
@@ -34,8 +34,8 @@ use crate::sealing::{Dek, Kek, Sealer};
 use crate::store::{self, Backend, Db};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use sign_in::SignedIn;
 pub use sessions::{SESSION_PREFIX, SessionEnd, SessionPolicy};
+pub use sign_in::SignedIn;
 pub use tpm::TpmOwnerAuth;
 
 /// The escrow service: storage, sealing and clock. Cheap to clone (shared state behind an `Arc`).

@@ -20,8 +20,8 @@ pub(crate) mod ratelimit;
 pub(crate) mod reports;
 pub(crate) mod sessions;
 pub(crate) mod tokens;
-pub(crate) mod unlock;
 pub(crate) mod tpm;
+pub(crate) mod unlock;
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;

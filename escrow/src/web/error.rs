@@ -36,6 +36,10 @@ impl From<EscrowError> for PageError {
         match e {
             EscrowError::Validation(m) => Self::BadInput(capitalise(&m)),
             EscrowError::Unauthorized => Self::SignIn(None),
+            EscrowError::SignInRefused => Self::Forbidden(
+                "The sign-in was refused: check the user name and password, or ask an administrator whether your account is in a BitLocker role group.".into(),
+            ),
+            EscrowError::DirectoryUnavailable(m) => Self::Unavailable(capitalise(&m)),
             EscrowError::Forbidden(m) => Self::Forbidden(capitalise(&m)),
             EscrowError::NotFound(m) => Self::NotFound(capitalise(&m)),
             EscrowError::Conflict(m) | EscrowError::Gone(m) => Self::Refused(capitalise(&m)),

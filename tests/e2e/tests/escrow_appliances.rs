@@ -30,9 +30,12 @@ async fn a_revocation_through_one_appliance_is_refused_by_the_other_at_once() {
     let on_b = agent.on(&b);
     // B has seen (and could have cached) the device.
     assert!(on_b.own_keys().await.unwrap().keys.is_empty());
-    on_b.check_in(&wire::CheckInBody { protectors: vec![] })
-        .await
-        .unwrap();
+    on_b.check_in(&wire::CheckInBody {
+        protectors: vec![],
+        adapters: None,
+    })
+    .await
+    .unwrap();
     admin.revoke_device(&dev.id.to_string()).await.unwrap();
     assert_eq!(status_of(on_b.own_keys().await), 403);
     assert_eq!(

@@ -49,6 +49,20 @@ pub(super) fn enrollment_token_created(t: &wire::CreatedEnrollmentToken) -> Resu
     output::line(&t.token)
 }
 
+pub(super) fn api_tokens(list: &wire::ApiTokenList) -> Result<()> {
+    let mut t = Table::new(&["ID", "OPERATOR", "CREATED", "EXPIRES", "REVOKED"]);
+    for k in &list.tokens {
+        t.row(vec![
+            k.id.to_string(),
+            k.operator_id.to_string(),
+            when(k.created_at),
+            when_opt(k.expires_at),
+            yes_no(k.revoked),
+        ]);
+    }
+    t.print("no API tokens")
+}
+
 pub(super) fn enrollment_tokens(list: &wire::EnrollmentTokenList) -> Result<()> {
     let mut t = Table::new(&["ID", "USES", "EXPIRES", "REVOKED", "NOTE"]);
     for e in &list.tokens {
