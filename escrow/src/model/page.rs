@@ -108,9 +108,16 @@ fn decode_cursor(c: &str) -> Result<i64, String> {
 mod tests {
     use super::*;
 
+    /// (cursor, limit, expected (after, limit) or an error fragment).
+    type Case<'a> = (
+        Option<&'a str>,
+        Option<u32>,
+        Result<(Option<i64>, u32), &'a str>,
+    );
+
     #[test]
     fn resolve_table() {
-        let cases: &[(Option<&str>, Option<u32>, Result<(Option<i64>, u32), &str>)] = &[
+        let cases: &[Case<'_>] = &[
             (None, None, Ok((None, 100))),
             (Some(""), Some(1), Ok((None, 1))),
             (Some("c1.42"), Some(1000), Ok((Some(42), 1000))),

@@ -229,10 +229,10 @@ impl EscrowService {
         device: &DeviceInfo,
     ) -> Result<Vec<KeyCandidate>, EscrowError> {
         let mut conn = self.inner.db.conn().await?;
-        match devices::active_by_cert(&mut *conn, &device.client_cert_sha256).await? {
+        match devices::active_by_cert(&mut conn, &device.client_cert_sha256).await? {
             Some(d) if d.id == device.id => {}
             _ => return Err(not_active(device)),
         }
-        keys::own(&mut *conn, device.id, &device.client_cert_sha256).await
+        keys::own(&mut conn, device.id, &device.client_cert_sha256).await
     }
 }

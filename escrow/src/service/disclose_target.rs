@@ -133,7 +133,8 @@ mod tests {
                 cand(3, "srv-x", None),
             ]
         };
-        let cases: &[(Option<i64>, Option<&str>, Result<i64, &str>)] = &[
+        type Case<'a> = (Option<i64>, Option<&'a str>, Result<i64, &'a str>);
+        let cases: &[Case<'_>] = &[
             (Some(1), None, Ok(1)),
             (Some(2), None, Ok(2)),
             (Some(9), None, Err("none")),
