@@ -292,13 +292,14 @@ both_backends!(
             svc.enroll_device(&tok4, "B", None, None, &cert(6)).await,
             Err(EscrowError::Forbidden(_))
         ));
-        // Keys of a revoked device are kept for the help desk.
+        // A revoked device is never a candidate (issue 8: a rogue device must not block or
+        // confuse a recovery); its keys stay in the database for re-enrolment and the audit.
         assert_eq!(
             svc.find_by_prefix(&admin(), &pid(7).prefix8())
                 .await
                 .unwrap()
                 .len(),
-            1
+            0
         );
         // Re-enrollment after an admin allows it binds the new certificate to the same record.
         svc.allow_reenroll(&admin(), b.id).await.unwrap();

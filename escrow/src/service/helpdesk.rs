@@ -162,9 +162,15 @@ impl EscrowService {
                 let mut tx = self.inner.db.begin_write().await?;
                 let holders = keys::holders(&mut tx, &req.protector_id).await?;
                 let holder_ids: Vec<i64> = holders.iter().map(|(c, _)| c.device_id).collect();
+                // The key's device: the one the request selects, else the only holder (a request
+                // naming the wrong device is still found under the key's device in the report).
+                let only_holder = match holders.as_slice() {
+                    [(c, _)] => Some((c.device_id, c.device_name.clone())),
+                    _ => None,
+                };
                 let device = match choose(holders, &selector) {
-                    Choice::One((c, _)) => Some(c),
-                    Choice::NoMatch | Choice::Ambiguous(_) => None,
+                    Choice::One((c, _)) => Some((c.device_id, c.device_name)),
+                    Choice::NoMatch | Choice::Ambiguous(_) => only_holder,
                 };
                 let mut rec = base.detail(json!({
                     "error": e.public_message(),
@@ -172,8 +178,8 @@ impl EscrowService {
                     "device_id_given": req.device_id,
                     "holder_device_ids": holder_ids,
                 }));
-                if let Some(c) = device {
-                    rec = rec.device(c.device_id, &c.device_name);
+                if let Some((id, name)) = device {
+                    rec = rec.device(id, &name);
                 }
                 audit_log::append(&mut tx, rec, now).await?;
                 tx.commit().await?;

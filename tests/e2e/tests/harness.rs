@@ -253,7 +253,7 @@ pub struct UnlockCert {
 
 impl UnlockCert {
     pub fn generate(dir: &Path, base: &str) -> Self {
-        let generated = certs::generate_unlock_certificate(&format!("e2e {base}"), 30)
+        let generated = certs::generate_unlock_certificate(&format!("e2e {base}"), 365)
             .expect("generate unlock certificate");
         let files = certs::write_unlock_files(dir, base, &generated).expect("write unlock files");
         Self {
