@@ -160,15 +160,22 @@ impl Components {
                     .context("the Network Unlock responder failed")
             });
         }
+        // The unlock-record writer follows the escrow service, whenever that one starts.
+        let mut unlock_records = self.unlock_records;
         if let Some((settings, state, registry)) = self.escrow_later {
             let started = super::late_escrow::LateEscrow::default();
             reloaders.health_sources.escrow_later = Some(started.clone());
             let token = shutdown.clone();
             tasks.spawn(super::late_escrow::run(
-                settings, state, registry, started, token,
+                settings,
+                state,
+                registry,
+                started,
+                unlock_records.take(),
+                token,
             ));
         }
-        if let (Some(writer), Some(e)) = (self.unlock_records, &self.escrow) {
+        if let (Some(writer), Some(e)) = (unlock_records, &self.escrow) {
             let service = e.service.clone();
             let token = shutdown.clone();
             tasks.spawn(async move {

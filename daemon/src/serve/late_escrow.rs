@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::EscrowSettings;
 use crate::state::StateDir;
+use crate::unlock_records::RecorderWriter;
 
 /// How long to wait between attempts while the database cannot be reached.
 const RETRY: Duration = Duration::from_secs(5);
@@ -34,6 +35,7 @@ pub(crate) async fn run(
     state: StateDir,
     registry: Registry,
     started: LateEscrow,
+    unlock_records: Option<RecorderWriter>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut logged = false;
@@ -62,6 +64,12 @@ pub(crate) async fn run(
         "escrow service started"
     );
     let _ = started.set((runtime.service.clone(), runtime.audit_chain_ok.clone()));
+    // Outcomes queued while the database was out of reach are written now (the queue is bounded;
+    // what overflowed it is counted as dropped).
+    if let Some(writer) = unlock_records {
+        let (service, token) = (runtime.service.clone(), shutdown.clone());
+        tokio::spawn(async move { writer.run(service, token).await });
+    }
     runtime
         .server
         .run(shutdown)

@@ -602,7 +602,8 @@ fn member_config(
 ) -> String {
     let escrow = if escrow {
         format!(
-            "[escrow]\nlisten = \"{ESCROW_LISTEN}\"\ndatabase_url = \"{}\"\n",
+            "[escrow]\nlisten = \"{ESCROW_LISTEN}\"\ndatabase_url = \"{}\"\n\n\
+             [unlock_records]\ngauge_refresh_secs = 1\n",
             Pg::url()
         )
     } else {

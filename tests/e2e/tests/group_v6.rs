@@ -11,6 +11,7 @@ use crate::group::{
     wait_health,
 };
 use crate::group_rig::{ESCROW_LISTEN, Fam, MEMBERS, Rig, boots, group_skip_reason, storm};
+use crate::harness::metric;
 
 const SETTLE: Duration = Duration::from_millis(1500);
 
@@ -61,6 +62,21 @@ fn v6_group_starts_without_its_database_then_shares_once_and_survives_a_kill() {
     let clients = boots(Fam::V6, &rig.cert, 1_001, 3000);
     let tally = storm(&sock, dest, &clients, RATE, false, SETTLE, |_| {});
     assert_exactly_once_and_even(&rig, &tally, &before, "v6 storm of 3000");
+    // The member whose escrow service started late still records its unlock outcomes there.
+    let answered_by_first = rig.answered(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let written = loop {
+        let written = metric(&rig.metrics(0), "netunlockd_unlock_records_written_total");
+        if written >= answered_by_first || std::time::Instant::now() > deadline {
+            break written;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        written >= answered_by_first,
+        "{written} unlock records written for {answered_by_first} answers\n{}",
+        rig.logs()
+    );
     drop(sock);
 
     kill_mid_storm(&mut rig, 10_001, 900);
