@@ -66,7 +66,8 @@ for f in /usr/lib/systemd/system/netunlockd.service /usr/lib/sysusers.d/netunloc
     /usr/share/netunlockd/examples/prometheus-alerts.yml /usr/lib/firewalld/services/netunlockd.xml; do
     expect_eq "$f" "$(mode_of "$f")" "644 root root"
 done
-check "the Apache-2.0 licence text is in the copyright file" grep -q 'Apache License' "$ROOT/usr/share/doc/netunlockd/copyright"
+check "the copyright file names Apache-2.0 and points at its common text" \
+    grep -q '/usr/share/common-licenses/Apache-2.0' "$ROOT/usr/share/doc/netunlockd/copyright"
 check "conffile registered: /etc/netunlockd/netunlockd.toml" \
     sh -c "chroot '$ROOT' dpkg-query -W -f='\${Conffiles}' netunlockd | grep -q '/etc/netunlockd/netunlockd.toml'"
 check "netunlockd --version" sh -c "chroot '$ROOT' /usr/bin/netunlockd --version | grep -qF '$UPSTREAM'"
