@@ -262,6 +262,25 @@ async fn people_and_scripts(backend: Backend) {
 
     let out = with_token(&["escrow", "devices"]);
     assert_eq!(text(&out.stdout).trim(), "no devices", "{}", both(&out));
+
+    // More operators than one API page (100): the CLI follows `next` and prints every one.
+    let api = d.operator(&admin);
+    for k in 0..120 {
+        api.create_operator(&escrow::wire::CreateOperator {
+            name: format!("hd{k:03}"),
+            role: escrow::Role::Helpdesk,
+        })
+        .await
+        .unwrap();
+    }
+    let out = with_token(&["operator", "list", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["operators"].as_array().unwrap().len(), 122, "{json}");
+    assert!(json["next"].is_null(), "one joined list, no cursor: {json}");
+    let out = with_token(&["operator", "list"]);
+    let table = text(&out.stdout);
+    assert_eq!(table.lines().count(), 1 + 122, "{table}");
+    assert!(table.contains("hd119"), "{table}");
 }
 both_backends!(people_output_and_json, super::people_and_scripts);
 
