@@ -780,7 +780,6 @@ fn healthz(ns: &Netns) -> (u16, String) {
 /// An expired certificate next to a valid one: a warning at start-up and in `config check`, and
 /// health "degraded" (HTTP 200), not failed.
 #[test]
-#[ignore = "issue 7 reproduction: fails until the fix lands"]
 fn an_expired_certificate_beside_a_valid_one_is_reported_loudly() {
     require_netns!();
     let dir = tempfile::tempdir().expect("tempdir");
