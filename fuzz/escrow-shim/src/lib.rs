@@ -48,11 +48,11 @@ pub mod store {
             if u.starts_with("postgres://") || u.starts_with("postgresql://") {
                 return Ok(Self::Postgres);
             }
-            match u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")) {
-                None => Err(format!(
-                    "database_url {:?} is not supported",
-                    redact_url(u)
-                )),
+            match u
+                .strip_prefix("sqlite://")
+                .or_else(|| u.strip_prefix("sqlite:"))
+            {
+                None => Err(format!("database_url {:?} is not supported", redact_url(u))),
                 Some(rest) if rest.is_empty() || rest.starts_with(":memory:") => {
                     Err("an in-memory SQLite database would lose every escrowed key".into())
                 }
