@@ -6,7 +6,7 @@
 //! alike: a valid one, a forged one (random, below the modulus), one that decrypts to a 63-byte
 //! message (valid padding, wrong length) and out-of-range ones (≥ the modulus, 0 and 1). Prints the
 //! median, the 10 %-trimmed mean and Welch's t against the valid class, and whether the difference
-//! is distinguishable (|t| > 4.5). The same classes over the network: `nkpu_load --timing`.
+//! is distinguishable (|t| > 4.5). The same classes over the network: `nkpu_load timing`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/stats.rs"]

@@ -466,6 +466,53 @@ fn corrupted_key_protector_gets_a_reply_that_does_not_decrypt() {
     );
 }
 
+/// Key protectors that are no RSA input at all (≥ the modulus, 0, 1) get what a forged one gets: a
+/// reply of the same size that decrypts to nothing, counted as answered (issue 7, item 5: they used
+/// to skip the RSA operation; that the work is now the same is measured by `benches/timing.rs` and
+/// `nkpu_load timing`, timing being no test).
+#[test]
+fn out_of_range_key_protectors_get_the_same_reply_as_forged_ones() {
+    require_netns!();
+    let (setup, cert) = start_one();
+    let mut one = [0u8; netunlock::KP_LEN];
+    one[netunlock::KP_LEN - 1] = 1;
+    for (i, kp) in [[0xffu8; netunlock::KP_LEN], [0u8; netunlock::KP_LEN], one]
+        .iter()
+        .enumerate()
+    {
+        let (secrets, _) = new_key_protector(&cert.der).expect("key protector");
+        let xid = 0x0aa0_0000 | u32::try_from(i).expect("index");
+        let mac = [0x02, 0x77, 0, 0, 0, 0x03];
+        let req = build_v4_request(
+            &v4_params(xid, mac, CLIENT_V4, Ipv4Addr::UNSPECIFIED),
+            &cert.thumbprint,
+            kp,
+        );
+        let got = v4_broadcast_exchange(&setup.topo.client, &req, Duration::from_secs(4), |_| true);
+        let (reply, _) = got.first().unwrap_or_else(|| {
+            panic!(
+                "no-oracle rule: out-of-range key protector #{i} still gets a reply\n{}",
+                setup.daemon.log_text()
+            )
+        });
+        assert_eq!(reply.len(), 316, "same size as a real reply (#{i})");
+        assert!(
+            verify_v4_reply(reply, xid, &mac, &secrets).is_err(),
+            "#{i} must not decrypt to anything the sender knows"
+        );
+    }
+    let text = scrape_until(
+        &setup.topo.server,
+        METRICS,
+        r#"netunlockd_requests_total{family="v4",outcome="answered"}"#,
+        3.0,
+    );
+    assert!(
+        !text.contains("decrypt"),
+        "no decrypt-failure series: {text}"
+    );
+}
+
 #[test]
 fn garbage_dhcp_traffic_gets_silence_and_the_daemon_keeps_answering() {
     require_netns!();

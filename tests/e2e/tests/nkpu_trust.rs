@@ -780,7 +780,6 @@ fn healthz(ns: &Netns) -> (u16, String) {
 /// An expired certificate next to a valid one: a warning at start-up and in `config check`, and
 /// health "degraded" (HTTP 200), not failed.
 #[test]
-#[ignore = "issue 7 reproduction: fails until the fix lands"]
 fn an_expired_certificate_beside_a_valid_one_is_reported_loudly() {
     require_netns!();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -833,6 +832,71 @@ fn an_expired_certificate_beside_a_valid_one_is_reported_loudly() {
         text.contains("WARNING") && text.contains(&thumb) && text.contains("expired"),
         "config check warns about the expired certificate:\n{text}"
     );
+    drop(daemon);
+    drop(topo);
+}
+
+/// A reload that adds a certificate the subnet policy file disables: the reload says what changed
+/// (certificate added, policy file applied), warns about the disabled certificate and about a
+/// changed setting that only a restart applies, and health turns degraded (still 200).
+#[test]
+fn a_reload_says_what_changed_and_warns_about_a_disabled_certificate() {
+    require_netns!();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topo = Topology::new();
+    let valid = UnlockCert::generate(dir.path(), "valid");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    let config = config_toml_with(&state, &[CertEntry::new(&valid)], "");
+    let daemon = Daemon::start(&topo.server, dir.path(), &config);
+    let (code, body) = healthz(&topo.server);
+    assert_eq!(code, 200, "{body}");
+
+    let disabled = UnlockCert::generate(dir.path(), "disabled");
+    let thumb = disabled.thumbprint_hex();
+    let ini = dir.path().join("bde-network-unlock.ini");
+    std::fs::write(
+        &ini,
+        format!("[SUBNETS]\nLAB=10.77.0.0/24\n\n[{thumb}]\nDISABLED\n"),
+    )
+    .expect("ini");
+    let extra = format!(
+        "subnet_policy = {:?}\nqueue_capacity = 77",
+        ini.display().to_string()
+    );
+    let config = config_toml_with(
+        &state,
+        &[CertEntry::new(&valid), CertEntry::new(&disabled)],
+        &extra,
+    );
+    std::fs::write(&daemon.config_path, config).expect("rewrite config");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    for needles in [
+        &["reload: certificate added", thumb.as_str()][..],
+        &["reload: subnet policy file now applied"][..],
+        &["WARN", thumb.as_str(), "disabled by the subnet policy file"][..],
+        &["WARN", "restart", "unlock.queue_capacity"][..],
+    ] {
+        assert!(
+            daemon.wait_for_log(needles, Duration::from_secs(10)),
+            "reload log line with {needles:?}:\n{}",
+            daemon.log_text()
+        );
+    }
+    // Health is evaluated every few seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, body) = healthz(&topo.server);
+        assert_eq!(code, 200, "one usable certificate remains: {body}");
+        if body.contains("\"degraded\"") && body.contains(&thumb) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health names the disabled certificate as degraded:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     drop(daemon);
     drop(topo);
 }
