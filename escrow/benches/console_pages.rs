@@ -178,6 +178,7 @@ async fn bench() {
         sessions: SessionPolicy::default(),
         request_timeout: Duration::from_secs(60),
         stale_after: Duration::from_secs(30 * 86_400),
+        directory: None,
     });
     // Sign in through the form, as a browser does.
     let pre_cookie = "__Host-nu_signin=0123456789abcdef0123456789abcdef0123";
@@ -286,7 +287,16 @@ async fn bench() {
         ),
         (
             "GET /reports/audit?action=disclose",
-            Box::new(|| get("/reports/audit?action=disclose&page=2", &cookie)),
+            Box::new(|| get("/reports/audit?action=disclose", &cookie)),
+        ),
+        (
+            "GET /reports/audit?cursor= (older page)",
+            Box::new(|| get("/reports/audit?cursor=c1.100", &cookie)),
+        ),
+        ("GET /dashboard", Box::new(|| get("/dashboard", &cookie))),
+        (
+            "GET /admin/tokens",
+            Box::new(|| get("/admin/tokens", &cookie)),
         ),
         (
             "GET /reports/fleet",

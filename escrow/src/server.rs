@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use crate::api::auth::ConnInfo;
 use crate::api::ratelimit::{RateLimit, RateLimiter};
 use crate::api::{AppState, router};
+use crate::directory::Directory;
 use crate::error::EscrowError;
 use crate::metrics::EscrowMetrics;
 use crate::service::EscrowService;
@@ -78,6 +79,8 @@ pub struct EscrowServer {
     state: AppState,
     limits: ServerLimits,
     max_body_bytes: usize,
+    console: ConsoleSettings,
+    directory: Option<Directory>,
 }
 
 impl std::fmt::Debug for EscrowServer {
@@ -123,7 +126,8 @@ impl EscrowServer {
             request_timeout: config.request_timeout,
             stale_after: config.stale_after,
         };
-        let app = app(&state, config.max_body_bytes, ConsoleSettings::default());
+        let console = ConsoleSettings::default();
+        let app = app(&state, config.max_body_bytes, console, None);
         Ok(Self {
             listener,
             local_addr,
@@ -132,13 +136,33 @@ impl EscrowServer {
             state,
             limits,
             max_body_bytes: config.max_body_bytes,
+            console,
+            directory: None,
         })
     }
 
     /// Serves the web console with these settings (it is on, with default timeouts, unless this
     /// says otherwise).
     pub fn with_console(mut self, console: ConsoleSettings) -> Self {
-        self.app = app(&self.state, self.max_body_bytes, console);
+        self.console = console;
+        self.app = app(
+            &self.state,
+            self.max_body_bytes,
+            console,
+            self.directory.clone(),
+        );
+        self
+    }
+
+    /// Lets people sign in to the console with their directory account (`[directory]`).
+    pub fn with_directory(mut self, directory: Option<Directory>) -> Self {
+        self.directory = directory;
+        self.app = app(
+            &self.state,
+            self.max_body_bytes,
+            self.console,
+            self.directory.clone(),
+        );
         self
     }
 
@@ -261,7 +285,12 @@ impl EscrowServer {
 }
 
 /// The API, and the console beside it when enabled.
-fn app(state: &AppState, max_body_bytes: usize, console: ConsoleSettings) -> Router {
+fn app(
+    state: &AppState,
+    max_body_bytes: usize,
+    console: ConsoleSettings,
+    directory: Option<Directory>,
+) -> Router {
     let api = router(state.clone(), max_body_bytes);
     if !console.enabled {
         return api;
@@ -273,6 +302,7 @@ fn app(state: &AppState, max_body_bytes: usize, console: ConsoleSettings) -> Rou
         sessions: console.sessions,
         request_timeout: state.request_timeout,
         stale_after: state.stale_after,
+        directory,
     }))
 }
 

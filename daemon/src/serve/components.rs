@@ -42,7 +42,12 @@ pub(crate) struct Components {
     pub(crate) unlock: Option<UnlockRuntime>,
     pub(crate) escrow: Option<EscrowRuntime>,
     /// A group member's escrow service, started in the background (see `late_escrow`).
-    pub(crate) escrow_later: Option<(EscrowSettings, StateDir, Registry)>,
+    pub(crate) escrow_later: Option<(
+        EscrowSettings,
+        StateDir,
+        Registry,
+        Option<escrow::directory::Directory>,
+    )>,
     /// Writes Network Unlock outcomes into the escrow database (both parts enabled).
     pub(crate) unlock_records: Option<crate::unlock_records::RecorderWriter>,
     /// `[directory]`, loaded (password and CA read) at start so a broken setting stops the start;
@@ -84,18 +89,24 @@ impl Components {
             Some(u) => Some(start_unlock(u, state, registry, hooks)?),
             None => None,
         };
+        // Loaded before the escrow part: the console's sign-in page needs it.
+        let directory = match &config.directory {
+            Some(d) => Some(d.load()?),
+            None => None,
+        };
         let group_member = config.unlock.as_ref().is_some_and(|u| u.group.is_some());
         let escrow_later = match &config.escrow {
-            Some(e) if group_member => Some((e.clone(), state.clone(), registry.clone())),
+            Some(e) if group_member => Some((
+                e.clone(),
+                state.clone(),
+                registry.clone(),
+                directory.clone(),
+            )),
             _ => None,
         };
         let escrow = match &config.escrow {
             Some(_) if group_member => None,
-            Some(e) => Some(start_escrow(e, state, registry).await?),
-            None => None,
-        };
-        let directory = match &config.directory {
-            Some(d) => Some(d.load()?),
+            Some(e) => Some(start_escrow(e, state, registry, directory.clone()).await?),
             None => None,
         };
         Ok(Self {
@@ -162,7 +173,7 @@ impl Components {
         }
         // The unlock-record writer follows the escrow service, whenever that one starts.
         let mut unlock_records = self.unlock_records;
-        if let Some((settings, state, registry)) = self.escrow_later {
+        if let Some((settings, state, registry, directory)) = self.escrow_later {
             let started = super::late_escrow::LateEscrow::default();
             reloaders.health_sources.escrow_later = Some(started.clone());
             let token = shutdown.clone();
@@ -170,6 +181,7 @@ impl Components {
                 settings,
                 state,
                 registry,
+                directory,
                 started,
                 unlock_records.take(),
                 token,
@@ -258,6 +270,7 @@ pub(super) async fn start_escrow(
     e: &EscrowSettings,
     state: &StateDir,
     registry: &Registry,
+    directory: Option<escrow::directory::Directory>,
 ) -> Result<EscrowRuntime> {
     let (tls_cert, tls_key) = match &e.tls {
         Some(pair) => pair.clone(),
@@ -295,7 +308,8 @@ pub(super) async fn start_escrow(
     let server = escrow::EscrowServer::bind(server_config, service.clone(), registry)
         .await
         .with_context(|| format!("cannot start the escrow API on {}", e.listen))?
-        .with_console(e.console);
+        .with_console(e.console)
+        .with_directory(directory);
     let audit_chain_ok = prometheus::IntGauge::new(
         "netunlockd_audit_chain_ok",
         "1 if the last check of the escrow audit hash chain found it intact, 0 if it found it broken.",

@@ -34,13 +34,15 @@ pub(crate) async fn run(
     settings: EscrowSettings,
     state: StateDir,
     registry: Registry,
+    directory: Option<escrow::directory::Directory>,
     started: LateEscrow,
     unlock_records: Option<RecorderWriter>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut logged = false;
     let runtime = loop {
-        match super::components::start_escrow(&settings, &state, &registry).await {
+        match super::components::start_escrow(&settings, &state, &registry, directory.clone()).await
+        {
             Ok(rt) => break rt,
             Err(e) if database_unreachable(&e) => {
                 if !logged {

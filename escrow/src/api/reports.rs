@@ -19,7 +19,8 @@ use super::csv::write_record;
 use super::error::{ApiError, ApiQuery};
 use super::wire::*;
 use crate::audit::AuditFilter;
-use crate::model::{PageRequest, Role};
+use crate::model::{Actor, PageRequest, Role};
+use crate::service::EscrowService;
 
 /// Accepts RFC 3339 (`2026-11-02T10:00:00Z`) or a bare date (`2026-11-02`, UTC; as `to` it
 /// means the end of that day).
@@ -79,14 +80,6 @@ pub const CSV_HEADER: &[&str] = &[
     "detail",
 ];
 
-/// A whole CSV document (header and rows) of `records`, for selections already in memory.
-pub fn audit_csv(records: &[AuditRecord]) -> String {
-    let mut out = String::new();
-    write_record(&mut out, CSV_HEADER);
-    audit_csv_rows(&mut out, records);
-    out
-}
-
 /// The CSV rows of `records` (no header).
 pub fn audit_csv_rows(out: &mut String, records: &[AuditRecord]) {
     for r in records {
@@ -129,19 +122,28 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// Streams the whole selection as CSV.
-async fn audit_csv_stream(state: AppState, op: Operator, filter: AuditFilter) -> Response {
+/// Streams the whole selection as CSV (the API's `format=csv` and the console's export). `reason`
+/// keeps only records with that reason code (the console's filter; the store has none).
+pub(crate) fn audit_csv_stream(
+    service: EscrowService,
+    actor: Actor,
+    filter: AuditFilter,
+    reason: Option<String>,
+) -> Response {
     let (records_tx, mut records_rx) = mpsc::channel::<Vec<AuditRecord>>(2);
     let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::spawn(async move {
-        let export = state.service.audit_export(&op.0, &filter, records_tx);
+        let export = service.audit_export(&actor, &filter, records_tx);
         let write = async {
             let mut header = String::new();
             write_record(&mut header, CSV_HEADER);
             if body_tx.send(Ok(Bytes::from(header))).await.is_err() {
                 return;
             }
-            while let Some(batch) = records_rx.recv().await {
+            while let Some(mut batch) = records_rx.recv().await {
+                if let Some(r) = &reason {
+                    batch.retain(|rec| rec.reason.as_deref() == Some(r.as_str()));
+                }
                 let mut chunk = String::with_capacity(batch.len() * 256);
                 audit_csv_rows(&mut chunk, &batch);
                 if body_tx.send(Ok(Bytes::from(chunk))).await.is_err() {
@@ -213,7 +215,7 @@ pub async fn audit(
             .service
             .audit_report_page(&op.0, &filter, PageRequest::first(1))
             .await?;
-        return Ok(audit_csv_stream(state, op, filter).await);
+        return Ok(audit_csv_stream(state.service.clone(), op.0, filter, None));
     }
     let page = state
         .service

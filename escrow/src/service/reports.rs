@@ -40,6 +40,26 @@ impl EscrowService {
         Ok(page.finish(rows, |r| r.seq))
     }
 
+    /// As [`Self::audit_report_page`], newest first (the console's report): `next` continues
+    /// with older records.
+    pub async fn audit_report_page_newest_first(
+        &self,
+        actor: &Actor,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditRecord>, EscrowError> {
+        require_role(actor, &[Role::Admin, Role::Auditor], "read the audit log")?;
+        let page = resolve_page(&page)?;
+        let rows = audit::query_newest_first(
+            &mut *self.inner.db.conn().await?,
+            filter,
+            page.after.unwrap_or(i64::MAX),
+            page.fetch(),
+        )
+        .await?;
+        Ok(page.finish(rows, |r| r.seq))
+    }
+
     /// The recovery audit report: every matching record, or the first `filter.limit` of them.
     pub async fn audit_report(
         &self,

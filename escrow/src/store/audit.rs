@@ -257,6 +257,32 @@ pub(crate) async fn query(
     rows.iter().map(audit_from_row).collect()
 }
 
+/// As [`query`], newest first: up to `limit` records with `seq < before_seq`.
+pub(crate) async fn query_newest_first(
+    conn: &mut AnyConnection,
+    filter: &AuditFilter,
+    before_seq: i64,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, EscrowError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
+         AND ($3 IS NULL OR (actor_kind = 'operator' AND actor_name = $3)) \
+         AND ($4 IS NULL OR lower(device_name) = lower($4)) AND ($5 IS NULL OR action = $5) \
+         AND ($6 IS NULL OR outcome = $6) AND seq < $7 ORDER BY seq DESC LIMIT $8"
+    ))
+    .bind(filter.from.map(to_micros))
+    .bind(filter.to.map(to_micros))
+    .bind(filter.operator.clone())
+    .bind(filter.device.clone())
+    .bind(filter.kind.clone())
+    .bind(filter.outcome.map(|o| o.as_str().to_owned()))
+    .bind(before_seq)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(audit_from_row).collect()
+}
+
 /// Up to `limit` records with `seq > after`, in chain order (verification walks the chain this way).
 pub(crate) async fn after(
     conn: &mut AnyConnection,

@@ -162,16 +162,25 @@ pub(crate) async fn hourly(
         .collect()
 }
 
+/// Disclosures read per device listed by [`recovery_needed`].
+const RECOVERY_WINDOW_PER_ROW: i64 = 100;
+
 /// Devices by their most recent recovery-password disclosure, newest first.
 pub(crate) async fn recovery_needed(
     c: &mut AnyConnection,
     limit: i64,
 ) -> Result<Vec<RecoveryNeeded>, EscrowError> {
+    // Only the newest disclosures are read (index protectors_disclosed), not every protector: the
+    // window holds RECOVERY_WINDOW_PER_ROW disclosures per row asked for, so it misses a device only
+    // when a few devices had all of them.
     let rows = sqlx::query(
-        "SELECT d.id, d.computer_name, MAX(p.disclosed_at) AS last_at FROM protectors p \
-         JOIN devices d ON d.id = p.device_id WHERE p.disclosed_at IS NOT NULL \
-         GROUP BY d.id, d.computer_name ORDER BY last_at DESC LIMIT $1",
+        "SELECT d.id, d.computer_name, MAX(r.disclosed_at) AS last_at FROM \
+         (SELECT device_id, disclosed_at FROM protectors WHERE disclosed_at IS NOT NULL \
+          ORDER BY disclosed_at DESC LIMIT $1) r \
+         JOIN devices d ON d.id = r.device_id \
+         GROUP BY d.id, d.computer_name ORDER BY last_at DESC LIMIT $2",
     )
+    .bind(limit.saturating_mul(RECOVERY_WINDOW_PER_ROW))
     .bind(limit)
     .fetch_all(c)
     .await?;

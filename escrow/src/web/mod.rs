@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::api::ratelimit::RateLimiter;
+use crate::directory::Directory;
 use crate::metrics::EscrowMetrics;
 use crate::service::{EscrowService, SessionPolicy};
 
@@ -54,6 +55,8 @@ pub struct WebState {
     pub sessions: SessionPolicy,
     pub request_timeout: Duration,
     pub stale_after: Duration,
+    /// `[directory]`: when set, the sign-in page also takes a directory user name and password.
+    pub directory: Option<Directory>,
 }
 
 /// Every (method, path template) the console serves.
@@ -61,11 +64,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/"),
     ("get", "/sign-in"),
     ("post", "/sign-in"),
+    ("post", "/sign-in/directory"),
     ("post", "/sign-out"),
     ("get", "/recovery"),
     ("post", "/recovery/disclose"),
     ("get", "/tpm"),
     ("post", "/tpm"),
+    ("get", "/dashboard"),
     ("get", "/devices"),
     ("get", "/devices/{id}"),
     ("post", "/devices/{id}/revoke"),
@@ -77,6 +82,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/operators"),
     ("post", "/admin/operators/{id}/role"),
     ("post", "/admin/operators/{id}/disable"),
+    ("get", "/admin/tokens"),
     ("post", "/admin/tokens"),
     ("post", "/admin/tokens/revoke"),
     ("post", "/admin/enrollment-tokens"),
@@ -91,10 +97,12 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(home::home))
         .route("/sign-in", get(signin::form).post(signin::submit))
+        .route("/sign-in/directory", post(signin::submit_directory))
         .route("/sign-out", post(signin::sign_out))
         .route("/recovery", get(recovery::page))
         .route("/recovery/disclose", post(recovery::disclose))
         .route("/tpm", get(tpm::page).post(tpm::disclose))
+        .route("/dashboard", get(dashboard::page))
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::show))
         .route("/devices/{id}/revoke", post(devices::revoke))
@@ -112,7 +120,10 @@ pub fn router(state: WebState) -> Router {
             "/admin/operators/{id}/disable",
             post(admin::disable_operator),
         )
-        .route("/admin/tokens", post(admin::create_token))
+        .route(
+            "/admin/tokens",
+            get(admin::tokens).post(admin::create_token),
+        )
         .route("/admin/tokens/revoke", post(admin::revoke_token))
         .route(
             "/admin/enrollment-tokens",

@@ -51,6 +51,7 @@ async fn fx() -> Fx {
         },
         request_timeout: Duration::from_secs(10),
         stale_after: Duration::from_secs(30 * 86_400),
+        directory: None,
     };
     Fx {
         _dir: dir,
@@ -472,5 +473,60 @@ async fn recovery_finds_discloses_with_a_reason_and_the_audit_report_shows_it() 
         fleet.body.contains("<svg") && fleet.body.contains("Disclosed keys not yet rotated (1)"),
         "{}",
         fleet.body
+    );
+}
+
+/// The audit report pages by cursor, newest first, 50 per page, without overlap; the CSV holds
+/// the whole selection (streamed).
+#[tokio::test]
+async fn audit_report_pages_by_cursor_and_exports_everything() {
+    let f = fx().await;
+    let local = Actor::local("t");
+    for i in 0..120 {
+        f.service
+            .create_operator(&local, &format!("op{i:03}"), Role::Auditor)
+            .await
+            .unwrap();
+    }
+    let admin = sign_in(&f.app, &f.admin).await;
+    let seqs = |body: &str| -> Vec<i64> {
+        body.split("<td class=\"num\">")
+            .skip(1)
+            .filter_map(|t| t.split('<').next()?.parse().ok())
+            .collect()
+    };
+    let first = send(
+        &f.app,
+        get("/reports/audit?action=operator_create", Some(&admin)),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let a = seqs(&first.body);
+    assert_eq!(a.len(), 50, "{}", first.body);
+    assert!(a.windows(2).all(|w| w[0] > w[1]), "newest first: {a:?}");
+    let next = first
+        .body
+        .split("href=\"")
+        .find_map(|t| t.split('"').next().filter(|h| h.contains("cursor=")))
+        .expect("an 'Older records' link with a cursor")
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    assert!(next.contains("action=operator_create"), "{next}");
+    let second = send(&f.app, get(&next, Some(&admin))).await;
+    let b = seqs(&second.body);
+    assert_eq!(b.len(), 50);
+    assert!(b[0] < a[49], "continues below the first page: {a:?} {b:?}");
+    assert!(second.body.contains("id=\"newest\""));
+    let csv = send(
+        &f.app,
+        get("/reports/audit.csv?action=operator_create", Some(&admin)),
+    )
+    .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(csv.headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(csv.body.lines().count(), 121, "header + every record");
+    assert!(
+        csv.headers.get(header::CONTENT_LENGTH).is_none(),
+        "streamed, not built in memory"
     );
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -227,9 +227,114 @@ pub async fn create_token(
     .await
 }
 
+pub struct ApiTokenRow {
+    pub id: i64,
+    pub operator: String,
+    pub created: String,
+    pub expires: String,
+    pub status: &'static str,
+    pub active: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/tokens.html")]
+struct TokensPage {
+    nav: Nav,
+    tokens: Vec<ApiTokenRow>,
+    /// The token whose revocation waits for confirmation.
+    confirm: Option<ApiTokenRow>,
+    notice: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokensQuery {
+    confirm: Option<i64>,
+}
+
+/// Every operator API token (newest first) with its operator and state; never a secret (only
+/// hashes are stored). Revoking goes through a confirmation step.
+async fn render_tokens(
+    state: &WebState,
+    s: &Session,
+    confirm: Option<i64>,
+    notice: Option<String>,
+) -> Result<Response, PageError> {
+    s.require(&[Role::Admin], "Administration")?;
+    let names: std::collections::HashMap<i64, String> = state
+        .service
+        .list_operators(&s.actor)
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o.name))
+        .collect();
+    let list = crate::service::all_pages(|p| state.service.list_api_tokens_page(&s.actor, None, p))
+        .await?;
+    let now = state_now();
+    let mut tokens: Vec<ApiTokenRow> = list
+        .iter()
+        .map(|t| {
+            let (status, active) = if t.revoked {
+                ("revoked", false)
+            } else if t.expires_at.is_some_and(|e| e <= now) {
+                ("expired", false)
+            } else {
+                ("active", true)
+            };
+            ApiTokenRow {
+                id: t.id,
+                operator: names
+                    .get(&t.operator_id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("operator {}", t.operator_id)),
+                created: when(&t.created_at),
+                expires: t
+                    .expires_at
+                    .as_ref()
+                    .map_or_else(|| "never".to_owned(), when),
+                status,
+                active,
+            }
+        })
+        .collect();
+    tokens.sort_by_key(|t| std::cmp::Reverse(t.id));
+    let confirm = match confirm {
+        None => None,
+        Some(id) => match tokens.iter().find(|t| t.id == id && t.active) {
+            Some(t) => Some(ApiTokenRow {
+                id: t.id,
+                operator: t.operator.clone(),
+                created: t.created.clone(),
+                expires: t.expires.clone(),
+                status: t.status,
+                active: t.active,
+            }),
+            None => {
+                return Err(PageError::NotFound(format!(
+                    "There is no active API token number {id}: it may already be revoked or expired."
+                )));
+            }
+        },
+    };
+    html(&TokensPage {
+        nav: Nav::new(s, "admin"),
+        tokens,
+        confirm,
+        notice,
+    })
+}
+
+pub async fn tokens(
+    State(state): State<WebState>,
+    s: Session,
+    Query(q): Query<TokensQuery>,
+) -> Result<Response, PageError> {
+    render_tokens(&state, &s, q.confirm, None).await
+}
+
 #[derive(Debug, Deserialize)]
 pub struct RevokeToken {
     token_id: i64,
+    confirm: Option<String>,
 }
 
 pub async fn revoke_token(
@@ -237,8 +342,21 @@ pub async fn revoke_token(
     Posted(s, f): Posted<RevokeToken>,
 ) -> Result<Response, PageError> {
     let id = f.token_id;
+    if f.confirm.as_deref() != Some("yes") {
+        return Err(PageError::BadInput(
+            "Tick the confirmation box to revoke the token.".into(),
+        ));
+    }
     state.service.revoke_api_token(&s.actor, id).await?;
-    render(&state, &s, Some(format!("API token {id} revoked.")), None).await
+    render_tokens(
+        &state,
+        &s,
+        None,
+        Some(format!(
+            "API token {id} revoked: programs and people using it are refused from now on."
+        )),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

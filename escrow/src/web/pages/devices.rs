@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use crate::model::{DeviceFilter, DeviceInfo, Role};
+use crate::model::{DeviceFilter, DeviceInfo, Role, UnlockEvent};
 use crate::web::WebState;
 use crate::web::error::PageError;
 use crate::web::pages::recovery::{Row, rows_for};
@@ -16,6 +16,30 @@ use crate::web::session::{Posted, Session};
 
 /// Most devices listed on one page (narrow the search for more).
 pub const LIST_LIMIT: usize = 200;
+/// Refused Network Unlock requests shown on a device page.
+pub const REFUSALS_SHOWN: u32 = 10;
+
+/// One Network Unlock request, as the device page lists it.
+pub struct UnlockRow {
+    pub at: String,
+    pub outcome: String,
+    pub adapter: String,
+    pub address: String,
+    pub via: String,
+}
+
+fn unlock_row(e: &UnlockEvent) -> UnlockRow {
+    UnlockRow {
+        at: when(&e.at),
+        outcome: e.outcome.replace('_', " "),
+        adapter: e.mac.map_or_else(|| e.client.clone(), |m| m.to_string()),
+        address: format!("{} ({}, {})", e.address, e.family, e.interface),
+        via: e
+            .relay
+            .clone()
+            .map_or_else(|| "direct".to_owned(), |r| format!("relay {r}")),
+    }
+}
 
 pub struct DeviceRow {
     pub id: i64,
@@ -103,6 +127,9 @@ struct DevicePage {
     cert: String,
     keys_visible: bool,
     keys: Vec<Row>,
+    adapters: Vec<String>,
+    last_unlock: Option<UnlockRow>,
+    refusals: Vec<UnlockRow>,
     is_admin: bool,
     revoked: bool,
     confirm: Option<&'static str>,
@@ -135,6 +162,10 @@ pub async fn show(
     } else {
         Vec::new()
     };
+    let unlocks = state
+        .service
+        .device_unlocks(&s.actor, d.id, REFUSALS_SHOWN)
+        .await?;
     let is_admin = role == Role::Admin;
     let confirm = match q.confirm.as_deref() {
         Some("revoke") if is_admin => Some("revoke"),
@@ -162,6 +193,9 @@ pub async fn show(
         cert: d.client_cert_sha256.clone(),
         keys_visible,
         keys,
+        adapters: unlocks.adapters.iter().map(ToString::to_string).collect(),
+        last_unlock: unlocks.last_unlock.as_ref().map(unlock_row),
+        refusals: unlocks.recent_refusals.iter().map(unlock_row).collect(),
         is_admin,
         revoked: d.revoked,
         confirm,

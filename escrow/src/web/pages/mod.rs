@@ -1,6 +1,7 @@
 //! One module per console section.
 
 pub mod admin;
+pub mod dashboard;
 pub mod devices;
 pub mod home;
 pub mod recovery;

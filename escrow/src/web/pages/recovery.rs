@@ -94,6 +94,9 @@ pub struct Row {
     pub escrowed: String,
     pub state: String,
     pub pick_href: String,
+    /// When the device last checked in: a key on a server that stopped checking in long ago may
+    /// belong to a reinstalled or cloned machine.
+    pub last_check_in: String,
 }
 
 fn volume_label(c: &KeyCandidate) -> String {
@@ -136,6 +139,7 @@ fn row(c: &KeyCandidate) -> Row {
         volume: volume_label(c),
         escrowed: when(&c.escrowed_at),
         state: key_state(c),
+        last_check_in: when_opt(&c.device_last_check_in),
     }
 }
 

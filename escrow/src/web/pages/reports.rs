@@ -3,25 +3,21 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
-use crate::api::reports::{audit_csv as to_csv, parse_when};
+use crate::api::reports::{audit_csv_stream, parse_when};
 use crate::audit::{AuditFilter, AuditRecord};
-use crate::model::{AuditOutcome, Role};
+use crate::model::{AuditOutcome, PageRequest, Role};
 use crate::web::WebState;
 use crate::web::chart::{Bar, bars};
 use crate::web::error::PageError;
 use crate::web::render::{Nav, age, html, when, when_opt};
 use crate::web::session::Session;
 
-/// Records per page of the audit report.
-pub const PAGE_SIZE: usize = 50;
-/// Most records one report view considers (the service's own ceiling for a page is 10,000).
-const VIEW_LIMIT: u32 = 10_000;
-/// Most records one CSV export holds.
-const CSV_LIMIT: u32 = 100_000;
+/// Records per page of the audit report (cursor pages, newest first: no page costs more than
+/// this many rows, however long the log).
+pub const PAGE_SIZE: u32 = 50;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct AuditParams {
@@ -32,7 +28,8 @@ pub struct AuditParams {
     pub action: Option<String>,
     pub outcome: Option<String>,
     pub reason: Option<String>,
-    pub page: Option<usize>,
+    /// Where the page starts (the `next` cursor of the page before); none: the newest records.
+    pub cursor: Option<String>,
 }
 
 fn non_empty(v: &Option<String>) -> Option<String> {
@@ -44,7 +41,7 @@ fn non_empty(v: &Option<String>) -> Option<String> {
 
 impl AuditParams {
     /// The service filter, and the reason (filtered here: the store has no reason filter).
-    pub fn filter(&self, limit: u32) -> Result<(AuditFilter, Option<String>), PageError> {
+    pub fn filter(&self) -> Result<(AuditFilter, Option<String>), PageError> {
         let when = |field: &str, v: &Option<String>, end: bool| {
             non_empty(v)
                 .map(|s| parse_when(field, &s, end).map_err(|e| PageError::BadInput(e.message)))
@@ -71,13 +68,13 @@ impl AuditParams {
                 device: non_empty(&self.device),
                 kind: non_empty(&self.action),
                 outcome,
-                limit: Some(limit),
+                limit: None,
             },
             non_empty(&self.reason),
         ))
     }
 
-    /// The query string of this selection (for page links and the CSV link), without `page`.
+    /// The query string of this selection (for page links and the CSV link), without `cursor`.
     pub fn query(&self) -> String {
         let mut parts = Vec::new();
         for (k, v) in [
@@ -107,20 +104,6 @@ fn enc(s: &str) -> String {
         }
     }
     out
-}
-
-async fn select(
-    state: &WebState,
-    s: &Session,
-    p: &AuditParams,
-    limit: u32,
-) -> Result<Vec<AuditRecord>, PageError> {
-    let (filter, reason) = p.filter(limit)?;
-    let mut records = state.service.audit_report(&s.actor, filter).await?;
-    if let Some(r) = reason {
-        records.retain(|rec| rec.reason.as_deref() == Some(r.as_str()));
-    }
-    Ok(records)
 }
 
 pub struct AuditRow {
@@ -157,11 +140,9 @@ struct AuditPage {
     nav: Nav,
     p: AuditParams,
     rows: Vec<AuditRow>,
-    total: usize,
-    first: usize,
-    last: usize,
-    capped: bool,
-    prev_href: Option<String>,
+    /// Not the first page: offer the way back to the newest records.
+    later_page: bool,
+    newest_href: String,
     next_href: Option<String>,
     csv_href: String,
 }
@@ -172,67 +153,73 @@ pub async fn audit(
     Query(p): Query<AuditParams>,
 ) -> Result<Response, PageError> {
     s.require(&[Role::Admin, Role::Auditor], "the audit report")?;
-    let records = select(&state, &s, &p, VIEW_LIMIT).await?;
-    let total = records.len();
-    let pages = total.div_ceil(PAGE_SIZE).max(1);
-    let page = p.page.unwrap_or(1).clamp(1, pages);
-    // Newest first: the records come in chain order.
-    let rows: Vec<AuditRow> = records
+    let (filter, reason) = p.filter()?;
+    let cursor = non_empty(&p.cursor);
+    let page = state
+        .service
+        .audit_report_page_newest_first(
+            &s.actor,
+            &filter,
+            PageRequest {
+                cursor: cursor.clone(),
+                limit: Some(PAGE_SIZE),
+            },
+        )
+        .await?;
+    let rows: Vec<AuditRow> = page
+        .items
         .iter()
-        .rev()
-        .skip((page - 1) * PAGE_SIZE)
-        .take(PAGE_SIZE)
+        .filter(|r| {
+            reason
+                .as_deref()
+                .is_none_or(|want| r.reason.as_deref() == Some(want))
+        })
         .map(audit_row)
         .collect();
     let q = p.query();
-    let link = |n: usize| {
+    let with = |path: &str| {
         if q.is_empty() {
-            format!("/reports/audit?page={n}")
+            path.to_owned()
         } else {
-            format!("/reports/audit?{q}&page={n}")
+            format!("{path}?{q}")
         }
     };
-    let first = if rows.is_empty() {
-        0
-    } else {
-        (page - 1) * PAGE_SIZE + 1
-    };
+    let newest_href = with("/reports/audit");
+    let next_href = page.next.as_ref().map(|c| {
+        let sep = if q.is_empty() { '?' } else { '&' };
+        format!("{newest_href}{sep}cursor={}", enc(c))
+    });
     html(&AuditPage {
         nav: Nav::new(&s, "audit"),
-        last: first + rows.len().saturating_sub(1),
-        first,
         rows,
-        total,
-        capped: total >= VIEW_LIMIT as usize,
-        prev_href: (page > 1).then(|| link(page - 1)),
-        next_href: (page < pages).then(|| link(page + 1)),
-        csv_href: if q.is_empty() {
-            "/reports/audit.csv".into()
-        } else {
-            format!("/reports/audit.csv?{q}")
-        },
+        later_page: cursor.is_some(),
+        newest_href,
+        next_href,
+        csv_href: with("/reports/audit.csv"),
         p,
     })
 }
 
+/// The whole selection as CSV, streamed batch by batch as the API's export does (memory stays
+/// constant however long the log).
 pub async fn audit_csv(
     State(state): State<WebState>,
     s: Session,
     Query(p): Query<AuditParams>,
 ) -> Result<Response, PageError> {
     s.require(&[Role::Admin, Role::Auditor], "the audit report")?;
-    let records = select(&state, &s, &p, CSV_LIMIT).await?;
-    let mut resp = to_csv(&records).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"netunlockd-audit.csv\""),
-    );
-    Ok(resp)
+    let (filter, reason) = p.filter()?;
+    // Role and filter problems are shown as a page before the download starts.
+    state
+        .service
+        .audit_report_page(&s.actor, &filter, PageRequest::first(1))
+        .await?;
+    Ok(audit_csv_stream(
+        state.service.clone(),
+        s.actor.clone(),
+        filter,
+        reason,
+    ))
 }
 
 pub struct Line {
@@ -412,18 +399,18 @@ mod tests {
             operator: Some("ann smith".into()),
             device: Some("  ".into()),
             action: Some("disclose".into()),
-            page: Some(3),
+            cursor: Some("c1.40".into()),
             ..AuditParams::default()
         };
         assert_eq!(
             p.query(),
             "from=2026-11-01&operator=ann%20smith&action=disclose"
         );
-        let (f, reason) = p.filter(10).unwrap_or_else(|_| panic!("valid"));
+        let (f, reason) = p.filter().unwrap_or_else(|_| panic!("valid"));
         assert_eq!(f.operator.as_deref(), Some("ann smith"));
         assert_eq!(f.device, None);
         assert_eq!(reason, None);
-        assert_eq!(f.limit, Some(10));
+        assert_eq!(f.limit, None);
     }
 
     #[test]
@@ -443,7 +430,7 @@ mod tests {
                 ..AuditParams::default()
             },
         ] {
-            assert!(matches!(p.filter(10), Err(PageError::BadInput(_))), "{p:?}");
+            assert!(matches!(p.filter(), Err(PageError::BadInput(_))), "{p:?}");
         }
     }
 }

@@ -29,6 +29,10 @@ struct SignIn {
     error: Option<String>,
     idle_minutes: u64,
     absolute_hours: u64,
+    /// Whether `[directory]` is set: then the page offers the directory form first.
+    directory: bool,
+    /// The directory user name to show again after a refusal (never the password).
+    user_name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +59,16 @@ fn render(
     notice: Option<&'static str>,
     error: Option<String>,
 ) -> Result<Response, PageError> {
+    render_with(state, status, notice, error, String::new())
+}
+
+fn render_with(
+    state: &WebState,
+    status: StatusCode,
+    notice: Option<&'static str>,
+    error: Option<String>,
+    user_name: String,
+) -> Result<Response, PageError> {
     let value = B64URL.encode(random32().map_err(|_| PageError::Internal)?.as_slice());
     let page = SignIn {
         csrf: value.clone(),
@@ -62,6 +76,8 @@ fn render(
         error,
         idle_minutes: state.sessions.idle.as_secs() / 60,
         absolute_hours: state.sessions.absolute.as_secs() / 3600,
+        directory: state.directory.is_some(),
+        user_name,
     };
     let mut r = html_status(status, &page)?;
     set_cookie(&mut r, PRE_COOKIE, &value, Some(3600));
@@ -110,6 +126,87 @@ pub async fn submit(State(state): State<WebState>, req: Request) -> Result<Respo
                 Some("That token was not accepted: it may be mistyped, expired or revoked, or your account may be disabled. Ask an administrator for a new token.".into()),
             )
         }
+    }
+}
+
+/// The directory form: user name + password, checked by the directory (LDAP bind); the role comes
+/// from the person's groups, re-read at every sign-in. Every outcome is audited by the service.
+pub async fn submit_directory(
+    State(state): State<WebState>,
+    req: Request,
+) -> Result<Response, PageError> {
+    let (parts, body): (Parts, _) = req.into_parts();
+    let bytes = form_body(body).await?;
+    let pre = cookie(&parts.headers, PRE_COOKIE);
+    let submitted = form_field(&bytes, CSRF_FIELD).unwrap_or_default();
+    if !csrf::verify_double_submit(pre.as_deref(), &submitted) {
+        return Err(PageError::Csrf);
+    }
+    let Some(directory) = state.directory.as_ref() else {
+        return Err(PageError::NotFound(
+            "Directory sign-in is not set up on this server; sign in with your operator token."
+                .into(),
+        ));
+    };
+    let peer = peer_ip(&parts);
+    // One budget with token sign-ins: password guessing is throttled per client address too.
+    let key = format!("signin:{}", peer.map(|p| p.to_string()).unwrap_or_default());
+    if let Err(wait) = state.limiter.check(&key, Instant::now()) {
+        return Err(PageError::RateLimited(wait.as_secs().max(1)));
+    }
+    let user_name = form_field(&bytes, "username")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let password = zeroize::Zeroizing::new(form_field(&bytes, "password").unwrap_or_default());
+    if user_name.is_empty() || password.is_empty() {
+        return render_with(
+            &state,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some("Enter your user name and your password.".into()),
+            user_name,
+        );
+    }
+    match state
+        .service
+        .sign_in_directory(directory, &user_name, &password, peer)
+        .await
+    {
+        Ok(signed_in) => {
+            let secret = state
+                .service
+                .console_start_session(&signed_in.actor, "directory", &state.sessions, peer)
+                .await?;
+            tracing::info!(operator = %signed_in.operator.name, role = ?signed_in.operator.role, "console sign-in (directory)");
+            let mut r = Redirect::to("/").into_response();
+            set_cookie(&mut r, SESSION_COOKIE, &secret, None);
+            set_cookie(&mut r, PRE_COOKIE, "", Some(0));
+            Ok(r)
+        }
+        Err(crate::error::EscrowError::SignInRefused) => {
+            // The person learns only "refused" (no hint whether the name exists); the audit
+            // record says why.
+            tracing::warn!(client = ?peer, user = %user_name, "console directory sign-in refused");
+            render_with(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                None,
+                Some("Sign-in failed: the user name or password is not correct, or your account is not allowed to use this console (it must be in a help-desk, auditor or administrator group). Check the spelling and Caps Lock, then try again.".into()),
+                user_name,
+            )
+        }
+        Err(crate::error::EscrowError::DirectoryUnavailable(e)) => {
+            tracing::warn!(client = ?peer, error = %e, "console directory sign-in: directory unavailable");
+            render_with(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                Some("The directory cannot be reached just now, so your password cannot be checked. Try again in a minute, or sign in with your operator token.".into()),
+                user_name,
+            )
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
