@@ -34,6 +34,7 @@ pub use inspect::{
 };
 pub use thumbprint::{sha256_fingerprint_hex, thumbprint, thumbprint_hex};
 pub use tls::{
-    GeneratedTlsCert, generate_client_certificate, generate_tls_server_certificate,
-    load_certificate_chain, load_private_key,
+    GeneratedTlsCert, ServerCertNames, generate_client_certificate,
+    generate_tls_server_certificate, load_certificate_chain, load_private_key,
+    server_certificate_names,
 };

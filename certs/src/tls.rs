@@ -84,6 +84,50 @@ pub fn generate_tls_server_certificate(
     sign(params, validity_days)
 }
 
+/// The names a server certificate answers to, as [`generate_tls_server_certificate`] takes them:
+/// its DNS names and IP addresses (text), and whether it signed itself (issuer = subject), which
+/// is what tells a certificate this appliance generated from one a CA issued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerCertNames {
+    pub names: Vec<String>,
+    pub self_signed: bool,
+}
+
+/// Reads the subject alternative names of a DER certificate.
+pub fn server_certificate_names(cert_der: &[u8]) -> Result<ServerCertNames, CertError> {
+    use x509_parser::extensions::GeneralName;
+    let path = crate::error::in_memory();
+    let cert = crate::identity::parse_cert(cert_der, &path)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| CertError::InvalidCertificate {
+            path: path.clone(),
+            reason: format!("subject alternative names: {e}"),
+        })?;
+    let mut names = Vec::new();
+    for n in san
+        .map(|s| s.value.general_names.iter())
+        .into_iter()
+        .flatten()
+    {
+        match n {
+            GeneralName::DNSName(d) => names.push((*d).to_owned()),
+            GeneralName::IPAddress(b) => {
+                if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                    names.push(std::net::Ipv4Addr::from(v4).to_string());
+                } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                    names.push(std::net::Ipv6Addr::from(v6).to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(ServerCertNames {
+        names,
+        self_signed: cert.issuer() == cert.subject(),
+    })
+}
+
 /// A DNS name as clients will match it: labels of letters, digits and '-', optionally a leading "*.".
 fn is_dns_name(name: &str) -> bool {
     let name = name.strip_prefix("*.").unwrap_or(name);

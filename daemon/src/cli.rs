@@ -282,7 +282,7 @@ pub(crate) enum OperatorCommand {
         api: ApiArgs,
         /// Operator id (see `netunlockd operator list`).
         operator_id: String,
-        /// Lifetime in days (default: no expiry).
+        /// Lifetime in days (default: escrow.api_token_lifetime_days, else no expiry).
         #[arg(long)]
         days: Option<u32>,
     },
@@ -419,8 +419,9 @@ pub(crate) enum EscrowCommand {
     },
     /// Write a consistent, encrypted backup of the escrow database (run on the appliance).
     #[command(
-        after_help = "Example:\n  sudo -u netunlockd netunlockd escrow backup --out /var/backups/escrow.nub \
-                            --key /root/escrow-backup.key"
+        after_help = "Example (the directory once, as root: install -d -m 0700 -o netunlockd -g netunlockd \
+                            /var/backups/netunlockd-escrow):\n  runuser -u netunlockd -- netunlockd escrow backup \
+                            --out /var/backups/netunlockd-escrow/escrow.nub --key /var/lib/netunlockd/backup.key"
     )]
     Backup {
         #[command(flatten)]
@@ -428,14 +429,16 @@ pub(crate) enum EscrowCommand {
         /// Backup file to write.
         #[arg(long)]
         out: PathBuf,
-        /// 32-byte backup key file (created 0600 if it does not exist). Keep it apart from the backup.
+        /// 32-byte backup key file (created 0600 if it does not exist, so the service user must be
+        /// able to write its directory). Keep a copy apart from the backups.
         #[arg(long)]
         key: PathBuf,
     },
     /// Restore a backup into an empty database (run on the appliance, daemon stopped).
     #[command(
-        after_help = "Example:\n  sudo -u netunlockd netunlockd escrow restore --in /var/backups/escrow.nub \
-                            --key /root/escrow-backup.key"
+        after_help = "Needs the KEK the backup was taken with (kek.bin or the escrow-kek credential) in place.\n\
+                            Example:\n  runuser -u netunlockd -- netunlockd escrow restore \
+                            --in /var/backups/netunlockd-escrow/escrow.nub --key /var/lib/netunlockd/backup.key"
     )]
     Restore {
         #[command(flatten)]

@@ -93,21 +93,37 @@ impl StateDir {
         Ok(true)
     }
 
-    /// Generates the escrow HTTPS certificate on first start. Returns true when it was created now.
-    pub(crate) fn ensure_tls_certificate(&self, names: &[String]) -> Result<bool> {
+    /// Generates the escrow HTTPS certificate on first start, or again when `escrow.tls_names`
+    /// names something the self-generated one does not (a certificate that did not sign itself is
+    /// someone's CA-issued one and is never replaced). Without `tls_names` an existing
+    /// certificate is kept even when the host's addresses changed: agents pin its fingerprint.
+    pub(crate) fn ensure_tls_certificate(&self, names: &[String]) -> Result<TlsCertificate> {
         let (cert, key) = (self.tls_cert(), self.tls_key());
+        let mut outcome = TlsCertificate::Created;
         if cert.exists() && key.exists() {
-            return Ok(false);
+            if names.is_empty() {
+                return Ok(TlsCertificate::Kept);
+            }
+            let der = certs::read_certificate_der(&cert)?;
+            let have = certs::server_certificate_names(&der)
+                .with_context(|| format!("cannot read the names of {}", cert.display()))?;
+            let missing: Vec<String> = names
+                .iter()
+                .filter(|n| !have.names.iter().any(|h| same_name(h, n)))
+                .cloned()
+                .collect();
+            if missing.is_empty() || !have.self_signed {
+                return Ok(TlsCertificate::Kept);
+            }
+            outcome = TlsCertificate::Regenerated { missing };
         }
         let dir = self.root.join(TLS_DIR);
         create_private_dir(&dir)?;
-        let mut names = names.to_vec();
-        if names.is_empty() {
-            names.push(hostname());
-            names.push("localhost".into());
-            names.push("127.0.0.1".into());
-            names.push("::1".into());
-        }
+        let names = if names.is_empty() {
+            default_tls_names()
+        } else {
+            names.to_vec()
+        };
         let generated = certs::generate_tls_server_certificate(&names, 3650)
             .context("cannot generate the escrow TLS certificate")?;
         // A half-written pair from an interrupted start is replaced as a whole.
@@ -119,7 +135,7 @@ impl StateDir {
         }
         certs::write_private_pem(&key, &generated.key_pem)?;
         certs::write_public_file(&cert, generated.cert_pem.as_bytes())?;
-        Ok(true)
+        Ok(outcome)
     }
 
     /// The appliance's DHCPv6 server DUID: a DUID-UUID (RFC 6355) created once and kept, so
@@ -175,6 +191,57 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot set the mode of {}", dir.display()))
 }
 
+/// What [`StateDir::ensure_tls_certificate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TlsCertificate {
+    Kept,
+    Created,
+    /// `escrow.tls_names` named these, which the previous self-generated certificate lacked.
+    Regenerated {
+        missing: Vec<String>,
+    },
+}
+
+/// DNS names compare without case, addresses by value (`::1` = `0:0::1`).
+fn same_name(a: &str, b: &str) -> bool {
+    match (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(b.trim_end_matches('.')),
+    }
+}
+
+/// The names of a certificate generated without `escrow.tls_names`: the host name, localhost and
+/// every address of the host, so a remote CLI or agent reaching the appliance by address
+/// verifies it. IPv6 link-local addresses are left out: a URL cannot use them without a zone.
+fn default_tls_names() -> Vec<String> {
+    let mut names = vec![
+        hostname(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    // Without the list (a restricted sandbox) the certificate still serves loopback and the name.
+    let interfaces = netunlock::netif::list_interfaces().unwrap_or_default();
+    for i in interfaces.iter().filter(|i| !i.loopback) {
+        let v4 = i.ipv4.iter().map(|n| std::net::IpAddr::V4(n.addr()));
+        let v6 = i
+            .ipv6
+            .iter()
+            .map(|n| n.addr())
+            .filter(|a| !a.is_unicast_link_local())
+            .map(std::net::IpAddr::V6);
+        for a in v4.chain(v6) {
+            let a = a.to_string();
+            if !names.contains(&a) {
+                names.push(a);
+            }
+        }
+    }
+    names
+}
+
 pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -217,8 +284,14 @@ mod tests {
         assert!(state.ensure_unlock_certificate().unwrap());
         assert!(!state.ensure_unlock_certificate().unwrap());
         assert!(state.unlock_cer().exists());
-        assert!(state.ensure_tls_certificate(&[]).unwrap());
-        assert!(!state.ensure_tls_certificate(&[]).unwrap());
+        assert_eq!(
+            state.ensure_tls_certificate(&[]).unwrap(),
+            TlsCertificate::Created
+        );
+        assert_eq!(
+            state.ensure_tls_certificate(&[]).unwrap(),
+            TlsCertificate::Kept
+        );
         let mode = std::fs::metadata(state.root())
             .unwrap()
             .permissions()

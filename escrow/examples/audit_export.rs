@@ -1,12 +1,14 @@
 //! Load tool (a benchmark, not a test): the audit CSV export of a large log against the real
-//! `netunlockd serve` on loopback (SQLite). Fills the audit log with N hash-chained records, then
+//! `netunlockd serve` on loopback (SQLite, or PostgreSQL in a scratch schema of DATABASE_URL,
+//! default postgres://postgres@127.0.0.1:5432/test). Fills the audit log with N hash-chained
+//! records through the store's bulk append, then
 //! downloads `GET /api/v1/reports/audit?format=csv` chunk by chunk and prints the time, the rows
 //! and bytes received, and the daemon's memory (VmRSS before, VmHWM after) — the export streams,
 //! so the peak must not grow with N. Also pages through the JSON report (`limit=1000`) once.
 //!
 //! cargo build --release -p netunlockd
 //! cargo run --release -p escrow --example audit_export -- --bin target/release/netunlockd \
-//!     [--records 1000000] [--json-pages 50]
+//!     [--backend sqlite|postgres] [--records 1000000] [--json-pages 50]
 //!
 //! Bounded: one export and at most --json-pages JSON pages, loopback only, everything in a
 //! temporary directory.
@@ -19,12 +21,13 @@ use std::time::{Duration, Instant};
 use escrow::audit::{AuditRecord, from_micros, to_micros};
 use escrow::client::{ApiClient, ApiClientConfig, ServerTrust, Zeroizing};
 use escrow::{AuditOutcome, Kek, wire};
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 struct Args {
     bin: PathBuf,
+    postgres: bool,
     records: u64,
     json_pages: u32,
 }
@@ -32,6 +35,7 @@ struct Args {
 fn parse_args() -> Result<Args, BoxError> {
     let mut a = Args {
         bin: PathBuf::from("target/release/netunlockd"),
+        postgres: false,
         records: 1_000_000,
         json_pages: 50,
     };
@@ -40,6 +44,13 @@ fn parse_args() -> Result<Args, BoxError> {
         let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--bin" => a.bin = PathBuf::from(val()?),
+            "--backend" => {
+                a.postgres = match val()?.as_str() {
+                    "sqlite" => false,
+                    "postgres" => true,
+                    other => return Err(format!("--backend sqlite|postgres, not {other}").into()),
+                }
+            }
             "--records" => a.records = val()?.parse::<u64>()?.clamp(1, 20_000_000),
             "--json-pages" => a.json_pages = val()?.parse::<u32>()?.clamp(1, 10_000),
             "--help" | "-h" => {
@@ -58,85 +69,40 @@ fn free_port() -> Result<u16, BoxError> {
         .port())
 }
 
-/// Appends `n` hash-chained disclose-like records after the current head, 500 per statement.
-async fn fill_audit_log(db: &Path, n: u64) -> Result<(), BoxError> {
-    let url = format!("sqlite://{}", db.display());
-    let mut c = sqlx::SqliteConnection::connect(&url).await?;
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(&mut c)
-        .await?;
-    let (mut seq, mut prev): (i64, Vec<u8>) = (head.try_get(0)?, head.try_get(1)?);
+/// Appends `n` disclose-like records through the store's one bulk path
+/// (`EscrowService::import_audit_records`, which chains and hashes them), 20,000 per transaction.
+async fn fill_audit_log(svc: &escrow::EscrowService, n: u64) -> Result<(), BoxError> {
     let start = to_micros(time::OffsetDateTime::now_utc()) - i64::try_from(n)? * 1000;
-    let mut left = n;
-    while left > 0 {
-        let mut tx = c.begin().await?;
-        for _ in 0..40 {
-            let rows = left.min(500);
-            if rows == 0 {
-                break;
-            }
-            let mut sql = String::from(
-                "INSERT INTO audit_log (seq, at, actor_kind, actor_id, actor_name, action, device_id, \
-                 device_name, protector_id, reason, outcome, client_addr, detail, prev_hash, hash) VALUES ",
-            );
-            let mut recs = Vec::with_capacity(rows as usize);
-            for i in 0..rows {
-                seq += 1;
-                let mut r = AuditRecord {
-                    seq,
-                    at: from_micros(start + seq * 1000),
+    let mut done: u64 = 0;
+    while done < n {
+        let rows = (n - done).min(20_000);
+        let batch: Vec<AuditRecord> = (done..done + rows)
+            .map(|i| {
+                let i = i64::try_from(i).unwrap_or(i64::MAX);
+                AuditRecord {
+                    // seq and hashes are assigned by the import.
+                    seq: 0,
+                    at: from_micros(start + i * 1000),
                     actor_kind: "operator".into(),
                     actor_id: Some(2),
-                    actor_name: format!("helpdesk{}", seq % 17),
+                    actor_name: format!("helpdesk{}", i % 17),
                     action: "disclose".into(),
-                    device_id: Some(seq % 5000),
-                    device_name: Some(format!("SRV-{:05}", seq % 5000)),
-                    protector_id: Some(format!("{{{:08X}-0000-4000-8000-{:012X}}}", seq, seq)),
+                    device_id: Some(i % 5000),
+                    device_name: Some(format!("SRV-{:05}", i % 5000)),
+                    protector_id: Some(format!("{{{:08X}-0000-4000-8000-{:012X}}}", i, i)),
                     reason: Some("lost_pin".into()),
                     outcome: AuditOutcome::Success,
                     client_addr: Some("192.0.2.10".into()),
                     detail: format!(
-                        "{{\"reason_text\":null,\"volume_guid\":\"{seq:032X}\",\"rotation_requested\":true}}"
+                        "{{\"reason_text\":null,\"volume_guid\":\"{i:032X}\",\"rotation_requested\":true}}"
                     ),
-                    prev_hash: std::mem::take(&mut prev),
+                    prev_hash: Vec::new(),
                     hash: Vec::new(),
-                };
-                r.hash = r.compute_hash();
-                prev = r.hash.clone();
-                if i > 0 {
-                    sql.push_str(", ");
                 }
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-                recs.push(r);
-            }
-            let mut q = sqlx::query(&sql);
-            for r in &recs {
-                q = q
-                    .bind(r.seq)
-                    .bind(to_micros(r.at))
-                    .bind(r.actor_kind.clone())
-                    .bind(r.actor_id)
-                    .bind(r.actor_name.clone())
-                    .bind(r.action.clone())
-                    .bind(r.device_id)
-                    .bind(r.device_name.clone())
-                    .bind(r.protector_id.clone())
-                    .bind(r.reason.clone())
-                    .bind(r.outcome.as_str())
-                    .bind(r.client_addr.clone())
-                    .bind(r.detail.clone())
-                    .bind(r.prev_hash.clone())
-                    .bind(r.hash.clone());
-            }
-            q.execute(&mut *tx).await?;
-            left -= rows;
-        }
-        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
-            .bind(seq)
-            .bind(prev.clone())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            })
+            .collect();
+        svc.import_audit_records(batch).await?;
+        done += rows;
     }
     Ok(())
 }
@@ -216,20 +182,40 @@ async fn main() -> Result<(), BoxError> {
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state)?;
     let db = state.join("escrow.db");
-    let database_url = format!("sqlite://{}?mode=rwc", db.display());
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("audit_export_{}", std::process::id());
+    let database_url = if args.postgres {
+        let mut c = sqlx::PgConnection::connect(&base).await?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut c)
+            .await?;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}options=-csearch_path%3D{schema}")
+    } else {
+        format!("sqlite://{}?mode=rwc", db.display())
+    };
 
     // Schema, keyring and the first admin, exactly as the daemon will find them.
     let kek = Kek::load_or_create(&state.join("kek.bin"))?;
     let svc = escrow::EscrowService::open(&database_url, kek).await?;
     let (_, token) = svc.bootstrap_admin("admin").await?;
-    svc.close().await;
     let fill = Instant::now();
-    fill_audit_log(&db, args.records).await?;
+    fill_audit_log(&svc, args.records).await?;
+    svc.close().await;
+    let size = if args.postgres {
+        String::from("PostgreSQL")
+    } else {
+        format!(
+            "database {:.0} MiB",
+            std::fs::metadata(&db)?.len() as f64 / 1048576.0
+        )
+    };
     println!(
-        "filled {} audit records in {:.1} s (database {:.0} MiB)",
+        "backend {}: filled {} audit records in {:.1} s ({size})",
+        if args.postgres { "postgres" } else { "sqlite" },
         args.records,
         fill.elapsed().as_secs_f64(),
-        std::fs::metadata(&db)?.len() as f64 / 1048576.0
     );
 
     let tls = certs::generate_tls_server_certificate(&["127.0.0.1".to_string()], 7)?;
@@ -306,5 +292,11 @@ async fn main() -> Result<(), BoxError> {
         mem_mib(pid, "VmHWM:")
     );
     drop(daemon);
+    if args.postgres {
+        let mut c = sqlx::PgConnection::connect(&base).await?;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut c)
+            .await?;
+    }
     Ok(())
 }

@@ -18,6 +18,8 @@ use crate::error::EscrowError;
 /// Format byte of sealed blobs and wrapped keys.
 const SEAL_V1: u8 = 1;
 const KEK_WRAP_AAD: &str = "netunlockd-escrow keyring v1 dek";
+/// What key files are called in errors unless the caller names their purpose.
+const KEK_FILE: &str = "KEK file";
 
 /// Key-encryption key. Never printed (Debug shows only its id).
 #[derive(Clone)]
@@ -72,31 +74,46 @@ impl Kek {
             }
         }
         Err(EscrowError::Crypto(format!(
-            "the key file {origin} is not a KEK: expected 32 raw bytes or 64 hex digits ({} bytes found)",
+            "the key file {origin} is not a 256-bit key: expected 32 raw bytes or 64 hex digits ({} bytes found)",
             data.len()
         )))
     }
 
     /// Load an existing KEK file.
     pub fn load(path: &Path) -> Result<Self, EscrowError> {
+        Self::load_named(path, KEK_FILE)
+    }
+
+    /// As [`Kek::load`] for a key file of another purpose (e.g. "backup key file"), which its
+    /// errors name: the same format serves the backup key, and "the KEK file" would mislead.
+    pub fn load_named(path: &Path, what: &str) -> Result<Self, EscrowError> {
         let data = Zeroizing::new(std::fs::read(path).map_err(|e| {
-            EscrowError::Io(format!("cannot read the KEK file {}: {e}", path.display()))
+            EscrowError::Io(format!("cannot read the {what} {}: {e}", path.display()))
         })?);
         Self::from_file_bytes(&data, &path.display().to_string())
     }
 
     /// Load the KEK file, or create it (mode 0600, 64 hex digits) if it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, EscrowError> {
+        Self::load_or_create_named(path, KEK_FILE)
+    }
+
+    /// As [`Kek::load_or_create`], naming the file `what` in errors.
+    pub fn load_or_create_named(path: &Path, what: &str) -> Result<Self, EscrowError> {
         if path.exists() {
-            return Self::load(path);
+            return Self::load_named(path, what);
         }
         let kek = Self::try_generate()?;
-        kek.write_new_file(path)?;
+        kek.write_new_file_named(path, what)?;
         Ok(kek)
     }
 
     /// Write this KEK to a new file with mode 0600 (fails if the file exists).
     pub fn write_new_file(&self, path: &Path) -> Result<(), EscrowError> {
+        self.write_new_file_named(path, KEK_FILE)
+    }
+
+    fn write_new_file_named(&self, path: &Path, what: &str) -> Result<(), EscrowError> {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -104,16 +121,13 @@ impl Kek {
             .mode(0o600)
             .open(path)
             .map_err(|e| {
-                EscrowError::Io(format!(
-                    "cannot create the KEK file {}: {e}",
-                    path.display()
-                ))
+                EscrowError::Io(format!("cannot create the {what} {}: {e}", path.display()))
             })?;
         let text = Zeroizing::new(format!("{}\n", hex::encode(&self.0[..])));
         f.write_all(text.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|e| {
-                EscrowError::Io(format!("cannot write the KEK file {}: {e}", path.display()))
+                EscrowError::Io(format!("cannot write the {what} {}: {e}", path.display()))
             })
     }
 

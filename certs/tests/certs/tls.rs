@@ -2,8 +2,8 @@
 
 use certs::{
     CertError, generate_client_certificate, generate_tls_server_certificate, inspect_certificate,
-    load_certificate_chain, load_private_key, sha256_fingerprint_hex, write_private_pem,
-    write_public_file,
+    load_certificate_chain, load_private_key, server_certificate_names, sha256_fingerprint_hex,
+    write_private_pem, write_public_file,
 };
 use rustls_pki_types::PrivateKeyDer;
 
@@ -36,6 +36,10 @@ fn server_certificate_with_dns_and_ip_names_round_trips_through_files() {
     assert!(shown.contains("escrow.example.net"), "{shown}");
     let eku = parsed.extended_key_usage().unwrap().unwrap().value;
     assert!(eku.server_auth && !eku.client_auth);
+    // The names read back are the names given (what decides whether to regenerate it).
+    let read = server_certificate_names(&g.cert_der).unwrap();
+    assert_eq!(read.names, names);
+    assert!(read.self_signed);
     let i = inspect_certificate(&g.cert_der, time::OffsetDateTime::now_utc()).unwrap();
     assert_eq!(i.key_algorithm, "EC");
     assert_eq!(i.key_bits, Some(256));

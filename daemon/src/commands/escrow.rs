@@ -31,14 +31,16 @@ async fn open_local(config: &ConfigArgs) -> Result<escrow::EscrowService> {
     let cfg = super::load_config(config)?;
     let e = escrow_settings(&cfg)?;
     let kek = crate::keys::existing_kek(e)?;
-    escrow::EscrowService::open(&e.database_url, kek)
+    let svc = escrow::EscrowService::open(&e.database_url, kek)
         .await
         .with_context(|| {
             format!(
                 "cannot open the escrow database {}",
                 crate::config::redact_url(&e.database_url)
             )
-        })
+        })?;
+    svc.set_default_api_token_lifetime(e.api_token_lifetime);
+    Ok(svc)
 }
 
 fn api_client(api: &ApiArgs) -> Result<ApiClient> {
@@ -322,9 +324,7 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
             }
             EscrowCommand::Backup { config, out, key } => {
                 let svc = open_local(&config).await?;
-                let backup_key = escrow::Kek::load_or_create(&key).with_context(|| {
-                    format!("cannot load or create the backup key {}", key.display())
-                })?;
+                let backup_key = escrow::Kek::load_or_create_named(&key, "backup key file")?;
                 let summary = svc.backup(&out, &backup_key).await?;
                 output::line(format_args!(
                     "backup written to {}: {}",
@@ -338,10 +338,23 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             EscrowCommand::Restore { config, input, key } => {
+                // The backup holds the data key wrapped by the KEK, not the KEK: without the
+                // appliance's KEK nothing restored could be decrypted, so say where it goes.
+                let cfg = super::load_config(&config)?;
+                let e = escrow_settings(&cfg)?;
+                if escrow::Kek::from_credentials_dir(crate::keys::KEK_CREDENTIAL)?.is_none()
+                    && !e.kek_file.exists()
+                {
+                    anyhow::bail!(
+                        "restore needs the key-encryption key the backup was taken with, and {} does not exist: \
+                         put your offline copy of kek.bin there (mode 0600, owned by the service user) or \
+                         provide the escrow-kek systemd credential, then run restore again",
+                        e.kek_file.display()
+                    );
+                }
                 let svc = open_local(&config).await?;
-                crate::security::check_private_file(&key, "the backup key")?;
-                let backup_key = escrow::Kek::load(&key)
-                    .with_context(|| format!("cannot load the backup key {}", key.display()))?;
+                crate::security::check_private_file(&key, "the backup key file")?;
+                let backup_key = escrow::Kek::load_named(&key, "backup key file")?;
                 let summary = svc.restore(&input, &backup_key).await?;
                 output::line(format_args!(
                     "restored from {}: {}",

@@ -89,6 +89,8 @@ pub(crate) struct EscrowSettings {
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) stale_after: Duration,
+    /// Default lifetime of new API tokens (`api_token_lifetime_days`).
+    pub(crate) api_token_lifetime: Option<Duration>,
     /// The web console served beside the API (`[console]`).
     pub(crate) console: escrow::web::ConsoleSettings,
 }
@@ -337,6 +339,11 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
     if e.request_timeout_secs == 0 {
         bail!("escrow.request_timeout_secs must be at least 1");
     }
+    if e.api_token_lifetime_days == Some(0) {
+        bail!(
+            "escrow.api_token_lifetime_days must be at least 1 (leave it out for tokens that do not expire)"
+        );
+    }
     Ok(EscrowSettings {
         listen: e.listen,
         tls,
@@ -350,6 +357,9 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
         max_body_bytes: e.max_body_bytes,
         request_timeout: Duration::from_secs(e.request_timeout_secs),
         stale_after: Duration::from_secs(u64::from(e.stale_after_days) * 86_400),
+        api_token_lifetime: e
+            .api_token_lifetime_days
+            .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
         console: validate_console(&wire.console)?,
     })
 }

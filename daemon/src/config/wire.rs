@@ -256,6 +256,8 @@ pub(crate) struct WireEscrow {
     /// A device that has not checked in for this many days counts as stale.
     #[serde(default = "default_stale_after_days")]
     pub(crate) stale_after_days: u32,
+    /// Lifetime of new operator API tokens created without one; absent: they do not expire.
+    pub(crate) api_token_lifetime_days: Option<u32>,
 }
 
 impl Default for WireEscrow {
@@ -271,6 +273,7 @@ impl Default for WireEscrow {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_secs: default_request_timeout_secs(),
             stale_after_days: default_stale_after_days(),
+            api_token_lifetime_days: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, EscrowSettings, UnlockSettings};
 use crate::health::HealthSources;
 use crate::keys::{self, LoadedKeys};
-use crate::state::StateDir;
+use crate::state::{StateDir, TlsCertificate};
 
 pub(crate) struct UnlockRuntime {
     pub(crate) responder: Responder,
@@ -272,11 +272,11 @@ pub(super) async fn start_escrow(
     registry: &Registry,
     directory: Option<escrow::directory::Directory>,
 ) -> Result<EscrowRuntime> {
-    let (tls_cert, tls_key) = match &e.tls {
-        Some(pair) => pair.clone(),
+    let (tls_cert, tls_key, generated) = match &e.tls {
+        Some((cert, key)) => (cert.clone(), key.clone(), TlsCertificate::Kept),
         None => {
-            state.ensure_tls_certificate(&e.tls_names)?;
-            (state.tls_cert(), state.tls_key())
+            let outcome = state.ensure_tls_certificate(&e.tls_names)?;
+            (state.tls_cert(), state.tls_key(), outcome)
         }
     };
     crate::security::check_private_file(&tls_key, "the escrow TLS private key")?;
@@ -287,6 +287,23 @@ pub(super) async fn start_escrow(
                 .first()
                 .map(|leaf| certs::sha256_fingerprint_hex(leaf))
         });
+    let shown = tls_fingerprint.as_deref().unwrap_or("unknown");
+    match generated {
+        TlsCertificate::Kept => {}
+        TlsCertificate::Created => tracing::info!(
+            cert = %tls_cert.display(),
+            sha256 = shown,
+            "generated a new self-signed escrow HTTPS certificate"
+        ),
+        // Agents and CLIs pinning the old fingerprint need this one: say it where operators look.
+        TlsCertificate::Regenerated { missing } => tracing::warn!(
+            cert = %tls_cert.display(),
+            sha256 = shown,
+            names_added = %missing.join(", "),
+            "escrow.tls_names changed: regenerated the self-signed escrow HTTPS certificate; \
+             give agents (-ServerCertSha256) and CLIs (--pin-sha256) the new fingerprint"
+        ),
+    }
     let kek = keys::kek_for_serve(e)?;
     let service = escrow::EscrowService::open(&e.database_url, kek)
         .await
@@ -296,6 +313,7 @@ pub(super) async fn start_escrow(
                 crate::config::redact_url(&e.database_url)
             )
         })?;
+    service.set_default_api_token_lifetime(e.api_token_lifetime);
     let server_config = escrow::EscrowServerConfig {
         listen: e.listen,
         tls_cert,

@@ -359,7 +359,7 @@ pub async fn create_api_token(
         && !(60..=10 * 365 * 86_400).contains(&ttl)
     {
         return Err(ApiError::validation(
-            "ttl_seconds must be between 60 and 315360000 (10 years), or omitted for no expiry",
+            "ttl_seconds must be between 60 and 315360000 (10 years), or omitted for the default lifetime",
         ));
     }
     let (info, token) = state

@@ -309,7 +309,8 @@ pub struct SetRole {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
     pub operator_id: i64,
-    /// Lifetime in seconds; omitted = no expiry.
+    /// Lifetime in seconds; omitted = the appliance's default (`escrow.api_token_lifetime_days`),
+    /// else no expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 60)]
     pub ttl_seconds: Option<u64>,

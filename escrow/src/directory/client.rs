@@ -71,6 +71,13 @@ pub struct Directory {
     mapping: RoleMapping,
 }
 
+/// Whose credentials a bind checks (see `Directory::bind`).
+#[derive(Clone, Copy, Debug)]
+enum Binder {
+    Service,
+    User,
+}
+
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Directory")
@@ -129,7 +136,7 @@ impl Directory {
     pub async fn probe(&self) -> Result<(), DirectoryError> {
         let mut ldap = self.connect().await?;
         if let BindMethod::SearchThenBind { dn, password } = &self.config.bind {
-            self.service_bind(&mut ldap, dn, password).await?;
+            self.bind(&mut ldap, dn, password, Binder::Service).await?;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), ldap.unbind()).await;
         Ok(())
@@ -146,15 +153,15 @@ impl Directory {
                 dn: service_dn,
                 password: service_password,
             } => {
-                self.service_bind(ldap, service_dn, service_password)
+                self.bind(ldap, service_dn, service_password, Binder::Service)
                     .await?;
                 let entry = self.find_user(ldap, user).await?;
                 if let Some(r) = refusal::from_entry(&entry.attrs) {
                     return Err(DirectoryError::Refused(r));
                 }
-                self.user_bind(ldap, &entry.dn, password).await?;
+                self.bind(ldap, &entry.dn, password, Binder::User).await?;
                 // Groups are read with the service account's rights, not the person's.
-                self.service_bind(ldap, service_dn, service_password)
+                self.bind(ldap, service_dn, service_password, Binder::Service)
                     .await?;
                 entry
             }
@@ -164,8 +171,13 @@ impl Directory {
                 } else {
                     user.to_owned()
                 };
-                self.user_bind(ldap, &fill(template, "user", &value), password)
-                    .await?;
+                self.bind(
+                    ldap,
+                    &fill(template, "user", &value),
+                    password,
+                    Binder::User,
+                )
+                .await?;
                 let entry = self.find_user(ldap, user).await?;
                 if let Some(r) = refusal::from_entry(&entry.attrs) {
                     return Err(DirectoryError::Refused(r));
@@ -231,45 +243,36 @@ impl Directory {
         }
     }
 
-    async fn service_bind(
+    /// A simple bind as the service account or as the person signing in. Only the answer to a
+    /// refusal differs: a refused service account is the appliance's configuration problem, a
+    /// refused person is a sign-in refusal with its reason.
+    async fn bind(
         &self,
         ldap: &mut Ldap,
         dn: &str,
         password: &str,
+        who: Binder,
     ) -> Result<(), DirectoryError> {
         let res = ldap
             .with_timeout(self.config.operation_timeout)
             .simple_bind(dn, password)
             .await
             .map_err(|e| self.op_error(e))?;
-        match res.rc {
-            rc::SUCCESS => Ok(()),
-            rc::INVALID_CREDENTIALS => Err(DirectoryError::Misconfigured(format!(
-                "the directory refused the service account {dn:?} (wrong password, or the account is disabled or locked)"
-            ))),
-            other => Err(self.bind_result_error(other, &res.text)),
-        }
-    }
-
-    async fn user_bind(
-        &self,
-        ldap: &mut Ldap,
-        dn: &str,
-        password: &str,
-    ) -> Result<(), DirectoryError> {
-        let res = ldap
-            .with_timeout(self.config.operation_timeout)
-            .simple_bind(dn, password)
-            .await
-            .map_err(|e| self.op_error(e))?;
-        match res.rc {
-            rc::SUCCESS => Ok(()),
-            rc::INVALID_CREDENTIALS => Err(DirectoryError::Refused(refusal::from_bind_failure(
-                &res.text,
-            ))),
+        match (res.rc, who) {
+            (rc::SUCCESS, _) => Ok(()),
+            (rc::INVALID_CREDENTIALS, Binder::Service) => {
+                Err(DirectoryError::Misconfigured(format!(
+                    "the directory refused the service account {dn:?} (wrong password, or the account is disabled or locked)"
+                )))
+            }
+            (rc::INVALID_CREDENTIALS, Binder::User) => Err(DirectoryError::Refused(
+                refusal::from_bind_failure(&res.text),
+            )),
             // Some directories answer a disabled or locked account this way.
-            rc::UNWILLING_TO_PERFORM => Err(DirectoryError::Refused(Refusal::AccountDisabled)),
-            other => Err(self.bind_result_error(other, &res.text)),
+            (rc::UNWILLING_TO_PERFORM, Binder::User) => {
+                Err(DirectoryError::Refused(Refusal::AccountDisabled))
+            }
+            (other, _) => Err(self.bind_result_error(other, &res.text)),
         }
     }
 

@@ -86,6 +86,32 @@ impl EscrowService {
         Ok(count)
     }
 
+    /// Append audit records taken from elsewhere (a migrated log, a load tool), chained after the
+    /// current head in one transaction: sequence numbers and hashes are assigned here, whatever
+    /// the records carry. Local only (run on the appliance, like `operator bootstrap`); the import
+    /// itself is audited as one more record after them. Returns the last sequence number.
+    pub async fn import_audit_records(
+        &self,
+        records: Vec<crate::audit::AuditRecord>,
+    ) -> Result<i64, EscrowError> {
+        let n = records.len();
+        let mut tx = self.inner.db.begin_write().await?;
+        audit_log::append_records(&mut tx, records).await?;
+        let seq = audit_log::append(
+            &mut tx,
+            NewAudit::new(
+                &Actor::local("audit import".to_string()),
+                action::IMPORT,
+                AuditOutcome::Success,
+            )
+            .detail(serde_json::json!({"audit_records": n})),
+            self.now(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
     /// Import already-escrowed keys (e.g. from an MBAM or AD DS export) in one transaction, sealing each.
     /// Devices that do not exist are created unbound (they bind a certificate at their first enrollment).
     /// Existing (device, volume, protector) rows are left as they are. Returns the number of new protectors.

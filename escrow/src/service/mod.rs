@@ -65,6 +65,8 @@ struct Inner {
     committer: tokio::sync::mpsc::Sender<committer::Queued>,
     /// Devices by client certificate (see `device_cache.rs`).
     devices: device_cache::DeviceCache,
+    /// Lifetime of a new API token created without one (`escrow.api_token_lifetime_days`).
+    default_token_ttl: std::sync::Mutex<Option<std::time::Duration>>,
 }
 
 impl EscrowService {
@@ -91,6 +93,7 @@ impl EscrowService {
             kek: std::sync::Mutex::new(kek),
             committer: tx,
             devices: device_cache::DeviceCache::default(),
+            default_token_ttl: std::sync::Mutex::new(None),
         });
         committer::spawn(Arc::downgrade(&inner), rx);
         Ok(Self { inner })
@@ -103,6 +106,17 @@ impl EscrowService {
     /// The underlying pool (tests and tools that inspect the raw database).
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// New API tokens created without a lifetime get this one (None: they do not expire).
+    pub fn set_default_api_token_lifetime(&self, ttl: Option<std::time::Duration>) {
+        if let Ok(mut g) = self.inner.default_token_ttl.lock() {
+            *g = ttl;
+        }
+    }
+
+    pub(crate) fn default_api_token_lifetime(&self) -> Option<std::time::Duration> {
+        self.inner.default_token_ttl.lock().ok().and_then(|g| *g)
     }
 
     /// Id of the KEK currently wrapping the data key.

@@ -57,7 +57,13 @@ impl EscrowService {
             }
         };
         let secret = new_token_secret(OPERATOR_TOKEN_PREFIX)?;
-        let token_id = tokens::insert_api(&mut tx, id, token_hash(&secret), now, None).await?;
+        // The first (or recovery) admin token is the most powerful one: the default lifetime
+        // applies to it as well.
+        let expires = self
+            .default_api_token_lifetime()
+            .and_then(|d| time::Duration::try_from(d).ok())
+            .map(|d| to_micros(self.now() + d));
+        let token_id = tokens::insert_api(&mut tx, id, token_hash(&secret), now, expires).await?;
         let actor = Actor::local(format!("bootstrap:{name}"));
         audit_log::append(
             &mut tx,
@@ -174,7 +180,8 @@ impl EscrowService {
         all_pages(|p| self.list_operators_page(actor, p)).await
     }
 
-    /// A new personal API token for `operator_id`; the secret is returned once and stored only as a hash.
+    /// A new personal API token for `operator_id`; the secret is returned once and stored only as a
+    /// hash. Without `ttl` it gets the configured default lifetime, if any.
     pub async fn create_api_token(
         &self,
         actor: &Actor,
@@ -183,7 +190,7 @@ impl EscrowService {
     ) -> Result<(ApiTokenInfo, String), EscrowError> {
         require_role(actor, &[Role::Admin], "manage API tokens")?;
         let now = self.now();
-        let expires = match ttl {
+        let expires = match ttl.or_else(|| self.default_api_token_lifetime()) {
             Some(d) => Some(
                 now + time::Duration::try_from(d)
                     .map_err(|_| EscrowError::Validation("token lifetime is too long".into()))?,

@@ -166,6 +166,37 @@ impl AuditCursor {
     }
 }
 
+/// Bulk append: chains `records` after the head in order — each gets the next seq, the previous
+/// hash and its own hash; what the caller put in `seq`, `prev_hash` and `hash` is ignored — and
+/// inserts them, many per statement, in the caller's write transaction. Returns the last seq.
+/// The one bulk path of the audit log (imports, load tools), beside [`append`] for one record.
+pub(crate) async fn append_records(
+    conn: &mut AnyConnection,
+    records: Vec<AuditRecord>,
+) -> Result<i64, EscrowError> {
+    let mut cursor = AuditCursor::read(conn).await?;
+    let staged: Vec<AuditRecord> = records
+        .into_iter()
+        .map(|r| cursor.stage_record(r))
+        .collect();
+    insert_rows(conn, &staged).await?;
+    cursor.store(conn).await?;
+    Ok(cursor.seq)
+}
+
+impl AuditCursor {
+    /// Chain an already-built record after the cursor (see [`append_records`]).
+    fn stage_record(&mut self, mut r: AuditRecord) -> AuditRecord {
+        r.seq = self.seq + 1;
+        r.at = from_micros(to_micros(r.at));
+        r.prev_hash = std::mem::take(&mut self.hash);
+        r.hash = r.compute_hash();
+        self.seq = r.seq;
+        self.hash = r.hash.clone();
+        r
+    }
+}
+
 /// Audit rows per INSERT statement (15 parameters each; well under both backends' bind limits).
 const AUDIT_ROWS_PER_INSERT: usize = 64;
 

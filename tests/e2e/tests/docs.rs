@@ -183,6 +183,8 @@ async fn documented_commands_run_against_a_test_daemon() {
     let etc = root.join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::create_dir_all(root.join("netunlockd")).unwrap();
+    // The backup directory docs/operations.md has root create (`install -d … netunlockd-escrow`).
+    std::fs::create_dir_all(root.join("netunlockd-escrow")).unwrap();
 
     let map = |cmd: &str| -> String {
         cmd.replace(

@@ -282,8 +282,11 @@ async fn refused_disclosures_audited(backend: Backend) {
             serde_json::json!({"reason": "lost_pin"}),
             400,
         ),
-        // Open: a request naming the wrong device (403) is audited, but not yet found under the
-        // key's device in the report; that case is tracked for the next round.
+        (
+            "wrong device",
+            serde_json::json!({"device_name": "SRV-OTHER", "reason": "lost_pin"}),
+            403,
+        ),
     ];
     for (what, json, status) in &refused {
         let (s, b) = hd
