@@ -152,7 +152,7 @@ fn start_daemon(bin: &Path, config: &Path) -> Result<Daemon, BoxError> {
         }
     });
     let daemon = Daemon(child);
-    // Start-up checks the whole audit chain before READY: minutes at a million records here.
+    // "netunlockd ready" is an INFO line: the config above logs at info.
     rx.recv_timeout(Duration::from_secs(900))
         .map_err(|_| "the daemon did not report ready within 900 s")?;
     Ok(daemon)
@@ -233,7 +233,7 @@ async fn main() -> Result<(), BoxError> {
     std::fs::write(
         &config,
         format!(
-            "state_dir = \"{state}\"\n[log]\nlevel = \"warn\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+            "state_dir = \"{state}\"\n[log]\nlevel = \"info\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
              [unlock]\nenabled = false\n[escrow]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{cert}\"\n\
              tls_key = \"{key}\"\ndatabase_url = \"{database_url}\"\nrequest_timeout_secs = 60\n",
             state = state.display(),
