@@ -148,7 +148,9 @@ fn start_daemon(args: &Args, database_url: &str) -> Result<Daemon, BoxError> {
         format!(
             "state_dir = \"{state}\"\n[log]\nlevel = \"{level}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
              [unlock]\nenabled = false\n[escrow]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{cert}\"\n\
-             tls_key = \"{key}\"\ndatabase_url = \"{database_url}\"\n",
+             tls_key = \"{key}\"\ndatabase_url = \"{database_url}\"\n\
+             max_connections_per_client = 1024\n",
+            // Every simulated agent connects from 127.0.0.1; in the field each is its own host.
             state = dir.path().display(),
             level = args.log_level,
             metrics = free_port()?,

@@ -40,7 +40,8 @@ pub struct EscrowServerConfig {
     pub stale_after: Duration,
 }
 
-/// Protective limits with defaults suited to an appliance; not in the config file on purpose.
+/// Protective limits with defaults suited to an appliance; only the per-client cap is in the config
+/// file (`escrow.max_connections_per_client`: agents behind one NAT or proxy share an address).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     pub handshake_timeout: Duration,

@@ -19,6 +19,9 @@ use wire::{CONFIG_VERSION, WireCertificate};
 /// Where the packaged service keeps its state; systemd's `StateDirectory=` exports it too.
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/netunlockd";
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/netunlockd/netunlockd.toml";
+/// The escrow listener's total connection limit (`escrow::ServerLimits`), the ceiling of the
+/// per-client one. A number here, not the escrow type, so the config fuzz target needs no escrow.
+const MAX_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LogFormat {
@@ -88,6 +91,7 @@ pub(crate) struct EscrowSettings {
     pub(crate) kek_file: PathBuf,
     pub(crate) max_body_bytes: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) max_connections_per_client: usize,
     pub(crate) stale_after: Duration,
     /// Default lifetime of new API tokens (`api_token_lifetime_days`).
     pub(crate) api_token_lifetime: Option<Duration>,
@@ -339,6 +343,11 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
     if e.request_timeout_secs == 0 {
         bail!("escrow.request_timeout_secs must be at least 1");
     }
+    if !(1..=MAX_CONNECTIONS).contains(&e.max_connections_per_client) {
+        bail!(
+            "escrow.max_connections_per_client must be 1 to {MAX_CONNECTIONS} (the listener's total)"
+        );
+    }
     if e.api_token_lifetime_days == Some(0) {
         bail!(
             "escrow.api_token_lifetime_days must be at least 1 (leave it out for tokens that do not expire)"
@@ -356,6 +365,7 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
             .unwrap_or_else(|| state_dir.join("kek.bin")),
         max_body_bytes: e.max_body_bytes,
         request_timeout: Duration::from_secs(e.request_timeout_secs),
+        max_connections_per_client: e.max_connections_per_client,
         stale_after: Duration::from_secs(u64::from(e.stale_after_days) * 86_400),
         api_token_lifetime: e
             .api_token_lifetime_days

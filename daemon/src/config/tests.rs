@@ -132,6 +132,14 @@ fn bad_configurations_are_rejected_with_a_reason() {
         ),
         ("[escrow]\nmax_body_bytes = 10", "max_body_bytes"),
         (
+            "[escrow]\nmax_connections_per_client = 0",
+            "max_connections_per_client must be 1 to 1024",
+        ),
+        (
+            "[escrow]\nmax_connections_per_client = 5000",
+            "max_connections_per_client must be 1 to 1024",
+        ),
+        (
             "[unlock]\nenabled = false\n[escrow]\nenabled = false",
             "nothing to serve",
         ),
@@ -150,6 +158,16 @@ fn bad_configurations_are_rejected_with_a_reason() {
             "password leaked into the error: {err}"
         );
     }
+}
+
+#[test]
+fn the_per_client_connection_cap_defaults_to_64_and_can_be_raised() {
+    let escrow = |c: Config| c.escrow.unwrap().max_connections_per_client;
+    assert_eq!(escrow(validate_text("").unwrap()), 64);
+    assert_eq!(
+        escrow(validate_text("[escrow]\nmax_connections_per_client = 512").unwrap()),
+        512
+    );
 }
 
 #[test]

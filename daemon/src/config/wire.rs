@@ -253,6 +253,10 @@ pub(crate) struct WireEscrow {
     pub(crate) max_body_bytes: usize,
     #[serde(default = "default_request_timeout_secs")]
     pub(crate) request_timeout_secs: u64,
+    /// Most concurrent connections from one client address; raise it when agents reach the
+    /// appliance through a NAT or proxy that gives them one address.
+    #[serde(default = "default_max_connections_per_client")]
+    pub(crate) max_connections_per_client: usize,
     /// A device that has not checked in for this many days counts as stale.
     #[serde(default = "default_stale_after_days")]
     pub(crate) stale_after_days: u32,
@@ -272,6 +276,7 @@ impl Default for WireEscrow {
             kek_file: None,
             max_body_bytes: default_max_body_bytes(),
             request_timeout_secs: default_request_timeout_secs(),
+            max_connections_per_client: default_max_connections_per_client(),
             stale_after_days: default_stale_after_days(),
             api_token_lifetime_days: None,
         }
@@ -286,6 +291,9 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_request_timeout_secs() -> u64 {
     30
+}
+fn default_max_connections_per_client() -> usize {
+    64
 }
 fn default_stale_after_days() -> u32 {
     30

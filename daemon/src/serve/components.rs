@@ -323,11 +323,16 @@ pub(super) async fn start_escrow(
         database_url: e.database_url.clone(),
         stale_after: e.stale_after,
     };
-    let server = escrow::EscrowServer::bind(server_config, service.clone(), registry)
-        .await
-        .with_context(|| format!("cannot start the escrow API on {}", e.listen))?
-        .with_console(e.console)
-        .with_directory(directory);
+    let limits = escrow::ServerLimits {
+        max_connections_per_client: e.max_connections_per_client,
+        ..escrow::ServerLimits::default()
+    };
+    let server =
+        escrow::EscrowServer::bind_with_limits(server_config, limits, service.clone(), registry)
+            .await
+            .with_context(|| format!("cannot start the escrow API on {}", e.listen))?
+            .with_console(e.console)
+            .with_directory(directory);
     let audit_chain_ok = prometheus::IntGauge::new(
         "netunlockd_audit_chain_ok",
         "1 if the last check of the escrow audit hash chain found it intact, 0 if it found it broken.",
