@@ -203,6 +203,18 @@ async fn bench() {
         .unwrap();
     let cookie = format!("{}={secret}", web::SESSION_COOKIE);
     let csrf = web::csrf::token_for(&secret);
+    // The server computes the fleet snapshot at start and every 30 s with the gauges; time that
+    // background work here (twice: cold, then warm), as the fleet page only reads its result.
+    for round in ["cold", "warm"] {
+        let t = Instant::now();
+        svc.refresh_fleet_snapshot(Duration::from_secs(30 * 86_400))
+            .await
+            .unwrap();
+        eprintln!(
+            "  fleet snapshot refresh ({round}, background work every 30 s): {:.1} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     let device_id: i64 =
         sqlx::query_scalar("SELECT id FROM devices ORDER BY id LIMIT 1 OFFSET 4242")
             .fetch_one(svc.db().pool())

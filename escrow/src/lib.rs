@@ -33,10 +33,10 @@ pub use error::EscrowError;
 pub use model::{
     Actor, ActorKind, ApiTokenInfo, AuditOutcome, BackupSummary, CheckIn, ConflictRow,
     DeviceFilter, DeviceInfo, DiscloseRequest, DisclosedNotRotated, Disclosure, DisclosureReason,
-    EnrollmentTokenInfo, EscrowItem, EscrowRequest, FleetGauges, FleetReport, ImportRecord,
-    ItemOutcome, KeyCandidate, MismatchRow, OperatorInfo, Page, PageRequest, PasswordError,
-    ProtectorId, RecoveryPassword, Role, RotationInstruction, RotationState, StaleDevice,
-    TpmReason, VolumeType, VolumeWithoutKey, parse_recovery_password,
+    EnrollmentTokenInfo, EscrowItem, EscrowRequest, FleetGauges, FleetReport, FleetSnapshot,
+    ImportRecord, ItemOutcome, KeyCandidate, MismatchRow, OperatorInfo, Page, PageRequest,
+    PasswordError, ProtectorId, RecoveryPassword, Role, RotationInstruction, RotationState,
+    StaleDevice, TpmReason, VolumeType, VolumeWithoutKey, parse_recovery_password,
 };
 pub use model::{
     DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MacAddress, RecoveryNeeded, UnknownAdapter,

@@ -316,8 +316,13 @@ async fn refresh_gauges(state: AppState, every: Duration, shutdown: Cancellation
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match state.service.fleet_gauges().await {
-            Ok(g) => state.metrics.set_gauges(&g, state.stale_after),
+        // The console's fleet report is refreshed with the gauges, from the same queries.
+        match state
+            .service
+            .refresh_fleet_snapshot(state.stale_after)
+            .await
+        {
+            Ok(s) => state.metrics.set_gauges(&s.gauges, state.stale_after),
             Err(e) => tracing::warn!(error = %e, "cannot refresh escrow fleet gauges"),
         }
     }

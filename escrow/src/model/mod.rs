@@ -18,8 +18,8 @@ pub use crate::guid::ProtectorId;
 pub use crate::recovery_password::{PasswordError, RecoveryPassword, parse_recovery_password};
 pub use page::{Page, PageRequest, ResolvedPage};
 pub use reports::{
-    ConflictRow, DisclosedNotRotated, FleetGauges, FleetReport, MismatchRow, StaleDevice,
-    VolumeWithoutKey,
+    ConflictRow, DisclosedNotRotated, FleetGauges, FleetReport, FleetSnapshot, MismatchRow,
+    StaleDevice, VolumeWithoutKey,
 };
 pub use unlock::{
     DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MAX_ADAPTERS, MacAddress, RecoveryNeeded,

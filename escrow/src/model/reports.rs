@@ -75,6 +75,21 @@ pub struct FleetReport {
     pub protector_conflicts: Vec<ConflictRow>,
 }
 
+/// The fleet report as the console shows it: the first rows of each list, the full counts and the
+/// gauges, computed together by the periodic refresh (see [`crate::EscrowService::fleet_snapshot`]).
+#[derive(Clone, Debug)]
+pub struct FleetSnapshot {
+    /// Each list holds at most [`FleetSnapshot::ROWS`] rows; `generated_at` is when it was computed.
+    pub report: FleetReport,
+    pub stale_devices: i64,
+    pub gauges: FleetGauges,
+}
+
+impl FleetSnapshot {
+    /// Rows kept per list.
+    pub const ROWS: i64 = 100;
+}
+
 /// Numbers for Prometheus gauges.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetGauges {

@@ -67,6 +67,8 @@ struct Inner {
     devices: device_cache::DeviceCache,
     /// Lifetime of a new API token created without one (`escrow.api_token_lifetime_days`).
     default_token_ttl: std::sync::Mutex<Option<std::time::Duration>>,
+    /// The last fleet snapshot (see `reports.rs`), refreshed with the gauges.
+    fleet: arc_swap::ArcSwapOption<crate::model::FleetSnapshot>,
 }
 
 impl EscrowService {
@@ -94,6 +96,7 @@ impl EscrowService {
             committer: tx,
             devices: device_cache::DeviceCache::default(),
             default_token_ttl: std::sync::Mutex::new(None),
+            fleet: arc_swap::ArcSwapOption::empty(),
         });
         committer::spawn(Arc::downgrade(&inner), rx);
         Ok(Self { inner })

@@ -1,5 +1,6 @@
 //! Reports: the recovery audit report, fleet state, chain verification and Prometheus gauges.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{EscrowService, all_pages, require_role, resolve_page};
@@ -7,7 +8,9 @@ use crate::audit::{
     AuditFilter, AuditRecord, ChainVerification, ChainVerifier, ChainWatch, from_micros, to_micros,
 };
 use crate::error::EscrowError;
-use crate::model::{Actor, DisclosedNotRotated, FleetGauges, FleetReport, Page, PageRequest, Role};
+use crate::model::{
+    Actor, DisclosedNotRotated, FleetGauges, FleetReport, FleetSnapshot, Page, PageRequest, Role,
+};
 use crate::store::{audit, keys, reports};
 
 /// Records read per round trip of an export.
@@ -111,14 +114,71 @@ impl EscrowService {
         stale_after: Duration,
     ) -> Result<FleetReport, EscrowError> {
         require_role(actor, &[Role::Admin, Role::Auditor], "read fleet reports")?;
+        let mut tx = self.inner.db.begin_read().await?;
+        let report = self.fleet_lists(&mut tx, stale_after, i64::MAX).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// The console's fleet report: the last snapshot with this staleness window, computed now if
+    /// there is none yet. The server refreshes it with the gauges
+    /// ([`Self::refresh_fleet_snapshot`]), so a page view costs no query over the whole store.
+    pub async fn fleet_snapshot(
+        &self,
+        actor: &Actor,
+        stale_after: Duration,
+    ) -> Result<Arc<FleetSnapshot>, EscrowError> {
+        require_role(actor, &[Role::Admin, Role::Auditor], "read fleet reports")?;
+        match self.inner.fleet.load_full() {
+            Some(s) if s.report.stale_after_secs == stale_after.as_secs() => Ok(s),
+            _ => self.refresh_fleet_snapshot(stale_after).await,
+        }
+    }
+
+    /// Recompute the fleet snapshot (the first [`FleetSnapshot::ROWS`] rows of each list, the
+    /// counts and the gauges, in one read transaction) and keep it for [`Self::fleet_snapshot`].
+    pub async fn refresh_fleet_snapshot(
+        &self,
+        stale_after: Duration,
+    ) -> Result<Arc<FleetSnapshot>, EscrowError> {
+        let mut tx = self.inner.db.begin_read().await?;
+        let report = self
+            .fleet_lists(&mut tx, stale_after, FleetSnapshot::ROWS)
+            .await?;
+        let stale_devices = reports::stale_device_count(
+            &mut tx,
+            Self::stale_before(report.generated_at, stale_after),
+        )
+        .await?;
+        let gauges = reports::gauges(&mut tx, to_micros(report.generated_at)).await?;
+        tx.commit().await?;
+        let snapshot = Arc::new(FleetSnapshot {
+            report,
+            stale_devices,
+            gauges,
+        });
+        self.inner.fleet.store(Some(snapshot.clone()));
+        Ok(snapshot)
+    }
+
+    fn stale_before(now: time::OffsetDateTime, stale_after: Duration) -> i64 {
+        let stale_us = i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX / 2);
+        to_micros(now).saturating_sub(stale_us)
+    }
+
+    /// The fleet report's lists, at most `rows` rows each.
+    async fn fleet_lists(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        stale_after: Duration,
+        rows: i64,
+    ) -> Result<FleetReport, EscrowError> {
         let now = self.now();
         let now_us = to_micros(now);
-        let stale_us = i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX / 2);
-        let mut tx = self.inner.db.begin_read().await?;
         let stale_devices =
-            reports::stale_devices(&mut tx, now_us.saturating_sub(stale_us)).await?;
-        let volumes_without_key = reports::volumes_without_key(&mut tx).await?;
-        let disclosed_not_rotated = keys::rotation_pending_all(&mut tx)
+            reports::stale_devices(&mut *tx, Self::stale_before(now, stale_after), rows).await?;
+        let volumes_without_key = reports::volumes_without_key(&mut *tx, rows).await?;
+        let disclosed_not_rotated = keys::rotation_pending_all(&mut *tx, rows)
             .await?
             .into_iter()
             .map(|key| {
@@ -129,9 +189,8 @@ impl EscrowService {
                 DisclosedNotRotated { key, age_secs }
             })
             .collect();
-        let mismatches = reports::mismatches(&mut tx).await?;
-        let protector_conflicts = reports::conflicts(&mut tx).await?;
-        tx.commit().await?;
+        let mismatches = reports::mismatches(&mut *tx, rows).await?;
+        let protector_conflicts = reports::conflicts(&mut *tx, rows).await?;
         Ok(FleetReport {
             generated_at: from_micros(now_us),
             stale_after_secs: stale_after.as_secs(),

@@ -10,16 +10,23 @@ use crate::model::{ConflictRow, FleetGauges, MismatchRow, StaleDevice, VolumeWit
 const VOLUMES_WITHOUT_KEY: &str = "FROM volumes v JOIN devices d ON d.id = v.device_id WHERE d.revoked = 0 AND NOT EXISTS \
      (SELECT 1 FROM protectors p WHERE p.volume_id = v.id AND p.superseded_at IS NULL)";
 
-/// Active devices whose last check-in is before `before` (or that never checked in), by name.
+/// Where a device counts as stale: active, and its last check-in before `$1` (or never).
+const STALE_DEVICES: &str =
+    "FROM devices WHERE revoked = 0 AND (last_check_in IS NULL OR last_check_in < $1)";
+
+/// The first `limit` active devices whose last check-in is before `before` (or that never checked
+/// in), by name.
 pub(crate) async fn stale_devices(
     c: &mut AnyConnection,
     before: i64,
+    limit: i64,
 ) -> Result<Vec<StaleDevice>, EscrowError> {
-    let rows = sqlx::query(
-        "SELECT id, computer_name, domain, last_check_in FROM devices WHERE revoked = 0 \
-         AND (last_check_in IS NULL OR last_check_in < $1) ORDER BY computer_name, id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT id, computer_name, domain, last_check_in {STALE_DEVICES} \
+         ORDER BY computer_name, id LIMIT $2"
+    ))
     .bind(before)
+    .bind(limit)
     .fetch_all(c)
     .await?;
     rows.iter()
@@ -34,14 +41,28 @@ pub(crate) async fn stale_devices(
         .collect()
 }
 
-/// Volumes of active devices with no live (not superseded) protector.
+/// How many devices [`stale_devices`] would list without a limit.
+pub(crate) async fn stale_device_count(
+    c: &mut AnyConnection,
+    before: i64,
+) -> Result<i64, EscrowError> {
+    Ok(sqlx::query(&format!("SELECT COUNT(*) {STALE_DEVICES}"))
+        .bind(before)
+        .fetch_one(c)
+        .await?
+        .try_get(0)?)
+}
+
+/// The first `limit` volumes of active devices with no live (not superseded) protector.
 pub(crate) async fn volumes_without_key(
     c: &mut AnyConnection,
+    limit: i64,
 ) -> Result<Vec<VolumeWithoutKey>, EscrowError> {
     let rows = sqlx::query(&format!(
         "SELECT d.id, d.computer_name, v.volume_guid, v.volume_type, v.mount_point {VOLUMES_WITHOUT_KEY} \
-         ORDER BY d.computer_name, v.id"
+         ORDER BY d.computer_name, v.id LIMIT $1"
     ))
+    .bind(limit)
     .fetch_all(c)
     .await?;
     rows.iter()
@@ -61,11 +82,15 @@ pub(crate) async fn volumes_without_key(
         .collect()
 }
 
-pub(crate) async fn mismatches(c: &mut AnyConnection) -> Result<Vec<MismatchRow>, EscrowError> {
+pub(crate) async fn mismatches(
+    c: &mut AnyConnection,
+    limit: i64,
+) -> Result<Vec<MismatchRow>, EscrowError> {
     let rows = sqlx::query(
         "SELECT m.device_id, d.computer_name, m.volume_guid, m.protector_id, m.detected_at, m.audit_seq \
-         FROM mismatches m JOIN devices d ON d.id = m.device_id ORDER BY m.id",
+         FROM mismatches m JOIN devices d ON d.id = m.device_id ORDER BY m.id LIMIT $1",
     )
+    .bind(limit)
     .fetch_all(c)
     .await?;
     rows.iter()
@@ -87,13 +112,17 @@ pub(crate) async fn mismatches(c: &mut AnyConnection) -> Result<Vec<MismatchRow>
 }
 
 /// Protector IDs escrowed by a device while another held them, in detection order.
-pub(crate) async fn conflicts(c: &mut AnyConnection) -> Result<Vec<ConflictRow>, EscrowError> {
+pub(crate) async fn conflicts(
+    c: &mut AnyConnection,
+    limit: i64,
+) -> Result<Vec<ConflictRow>, EscrowError> {
     let rows = sqlx::query(
         "SELECT x.protector_id, x.device_id, d.computer_name, d.domain, x.other_device_id, \
          o.computer_name, o.domain, x.detected_at, x.audit_seq \
          FROM protector_conflicts x JOIN devices d ON d.id = x.device_id \
-         JOIN devices o ON o.id = x.other_device_id ORDER BY x.id",
+         JOIN devices o ON o.id = x.other_device_id ORDER BY x.id LIMIT $1",
     )
+    .bind(limit)
     .fetch_all(c)
     .await?;
     rows.iter()

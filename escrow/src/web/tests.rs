@@ -530,3 +530,71 @@ async fn audit_report_pages_by_cursor_and_exports_everything() {
         "streamed, not built in memory"
     );
 }
+
+/// The fleet page shows the first rows of a long list with the full count, from a snapshot that
+/// the server refreshes with the gauges (a view costs no query over the whole store).
+#[tokio::test]
+async fn fleet_page_counts_past_the_rows_it_shows_from_the_refreshed_snapshot() {
+    let f = fx().await;
+    let local = Actor::local("test");
+    let records: Vec<ImportRecord> = (0..105u128)
+        .map(|i| ImportRecord {
+            computer_name: format!("SRV{i:03}"),
+            domain: None,
+            item: EscrowItem {
+                volume_guid: uuid::Uuid::from_u128(0x1000 + i),
+                mount_point: Some("C:".into()),
+                volume_type: VolumeType::OperatingSystem,
+                protector_id: uuid::Uuid::from_u128(0x2000 + i)
+                    .to_string()
+                    .parse::<ProtectorId>()
+                    .unwrap(),
+                recovery_password: parse_recovery_password(PASSWORD).unwrap(),
+                key_package: None,
+            },
+            escrowed_at: OffsetDateTime::now_utc(),
+        })
+        .collect();
+    f.service.bulk_import(&local, &records).await.unwrap();
+    let admin = sign_in(&f.app, &f.admin).await;
+    let page = send(&f.app, get("/reports/fleet", Some(&admin))).await;
+    assert!(
+        page.body
+            .contains("Stale devices (105; the first 100 shown)"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("SRV099") && !page.body.contains("SRV100"));
+
+    // A device added later shows once the snapshot is refreshed (the server does it every 30 s).
+    f.service
+        .bulk_import(
+            &local,
+            &records[..1]
+                .iter()
+                .map(|r| ImportRecord {
+                    computer_name: "SRV999".into(),
+                    item: EscrowItem {
+                        volume_guid: uuid::Uuid::from_u128(0x9999),
+                        protector_id: uuid::Uuid::from_u128(0x8888).to_string().parse().unwrap(),
+                        ..r.item.clone()
+                    },
+                    ..r.clone()
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let cached = send(&f.app, get("/reports/fleet", Some(&admin))).await;
+    assert!(
+        cached.body.contains("Stale devices (105;"),
+        "{}",
+        cached.body
+    );
+    f.service
+        .refresh_fleet_snapshot(Duration::from_secs(30 * 86_400))
+        .await
+        .unwrap();
+    let fresh = send(&f.app, get("/reports/fleet", Some(&admin))).await;
+    assert!(fresh.body.contains("Stale devices (106;"), "{}", fresh.body);
+}

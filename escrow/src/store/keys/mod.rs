@@ -140,13 +140,15 @@ pub(crate) async fn own(
     rows.iter().map(candidate_from_row).collect()
 }
 
-/// Protectors disclosed and not rotated yet, oldest disclosure first (fleet report).
+/// The first `limit` protectors disclosed and not rotated yet, oldest disclosure first (fleet report).
 pub(crate) async fn rotation_pending_all(
     c: &mut AnyConnection,
+    limit: i64,
 ) -> Result<Vec<KeyCandidate>, EscrowError> {
     let rows = sqlx::query(&format!(
-        "{CANDIDATE_SELECT} WHERE p.rotation_state IN ('requested', 'new_escrowed') ORDER BY p.disclosed_at"
+        "{CANDIDATE_SELECT} WHERE p.rotation_state IN ('requested', 'new_escrowed') ORDER BY p.disclosed_at LIMIT $1"
     ))
+    .bind(limit)
     .fetch_all(c)
     .await?;
     rows.iter().map(candidate_from_row).collect()

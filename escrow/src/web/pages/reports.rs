@@ -241,13 +241,16 @@ fn section<T>(
     id: &'static str,
     title: &str,
     heads: &'static [&'static str],
-    items: &[T],
+    (items, total): (&[T], i64),
     line: impl Fn(&T) -> Line,
 ) -> Section {
-    let title = if items.len() > FLEET_ROWS {
-        format!("{title} ({}; the first {FLEET_ROWS} shown)", items.len())
+    let title = if total > i64::try_from(items.len().min(FLEET_ROWS)).unwrap_or(i64::MAX) {
+        format!(
+            "{title} ({total}; the first {} shown)",
+            items.len().min(FLEET_ROWS)
+        )
     } else {
-        format!("{title} ({})", items.len())
+        format!("{title} ({total})")
     };
     Section {
         id,
@@ -270,11 +273,11 @@ struct FleetPage {
 
 pub async fn fleet(State(state): State<WebState>, s: Session) -> Result<Response, PageError> {
     s.require(&[Role::Admin, Role::Auditor], "the fleet report")?;
-    let r = state
+    let snapshot = state
         .service
-        .fleet_report(&s.actor, state.stale_after)
+        .fleet_snapshot(&s.actor, state.stale_after)
         .await?;
-    let g = state.service.fleet_gauges().await?;
+    let (r, g) = (&snapshot.report, &snapshot.gauges);
     let bar = |label: &str, value: i64, problem: bool| Bar {
         label: label.into(),
         value,
@@ -294,26 +297,10 @@ pub async fn fleet(State(state): State<WebState>, s: Session) -> Result<Response
         "chart-problems",
         "Fleet problems",
         &[
-            bar(
-                "stale devices",
-                i64::try_from(r.stale_devices.len()).unwrap_or(i64::MAX),
-                true,
-            ),
-            bar(
-                "volumes without a key",
-                i64::try_from(r.volumes_without_key.len()).unwrap_or(i64::MAX),
-                true,
-            ),
-            bar(
-                "disclosed, not rotated",
-                i64::try_from(r.disclosed_not_rotated.len()).unwrap_or(i64::MAX),
-                true,
-            ),
-            bar(
-                "escrow mismatches",
-                i64::try_from(r.mismatches.len()).unwrap_or(i64::MAX),
-                true,
-            ),
+            bar("stale devices", snapshot.stale_devices, true),
+            bar("volumes without a key", g.volumes_without_key, true),
+            bar("disclosed, not rotated", g.disclosed_not_rotated, true),
+            bar("escrow mismatches", g.mismatches, true),
         ],
     );
     let dev = |id: i64| Some(format!("/devices/{id}"));
@@ -328,7 +315,7 @@ pub async fn fleet(State(state): State<WebState>, s: Session) -> Result<Response
                 "stale",
                 "Stale devices",
                 &["Device", "Domain", "Last check-in"],
-                &r.stale_devices,
+                (&r.stale_devices, snapshot.stale_devices),
                 |d| Line {
                     cells: vec![
                         d.computer_name.clone(),
@@ -342,7 +329,7 @@ pub async fn fleet(State(state): State<WebState>, s: Session) -> Result<Response
                 "unescrowed",
                 "Volumes without an escrowed key",
                 &["Device", "Mount point", "Type", "Volume GUID"],
-                &r.volumes_without_key,
+                (&r.volumes_without_key, g.volumes_without_key),
                 |v| Line {
                     cells: vec![
                         v.computer_name.clone(),
@@ -357,7 +344,7 @@ pub async fn fleet(State(state): State<WebState>, s: Session) -> Result<Response
                 "not-rotated",
                 "Disclosed keys not yet rotated",
                 &["Device", "Key ID", "Disclosed", "Age", "Rotation"],
-                &r.disclosed_not_rotated,
+                (&r.disclosed_not_rotated, g.disclosed_not_rotated),
                 |d| Line {
                     cells: vec![
                         d.key.device_name.clone(),
@@ -373,7 +360,7 @@ pub async fn fleet(State(state): State<WebState>, s: Session) -> Result<Response
                 "mismatches",
                 "Escrow mismatches",
                 &["Device", "Key ID", "Detected", "Audit record"],
-                &r.mismatches,
+                (&r.mismatches, g.mismatches),
                 |m| Line {
                     cells: vec![
                         m.computer_name.clone(),
