@@ -169,7 +169,7 @@ impl EscrowService {
     /// The fleet report's lists, at most `rows` rows each.
     async fn fleet_lists(
         &self,
-        tx: &mut sqlx::AnyConnection,
+        tx: &mut crate::store::Tx,
         stale_after: Duration,
         rows: i64,
     ) -> Result<FleetReport, EscrowError> {
