@@ -399,16 +399,19 @@ pub(crate) enum EscrowCommand {
         /// Device id (see `netunlockd escrow devices`).
         id: String,
     },
-    /// Reports: the recovery audit report or the fleet state.
+    /// Reports: the recovery audit report, the fleet state, or the Network Unlock fleet report.
     #[command(
         after_help = "Examples:\n  netunlockd escrow report fleet --stale-days 14\n  \
+                            netunlockd escrow report unlocks --days 7\n  \
                             netunlockd escrow report audit --format csv > audit.csv"
     )]
     Report {
         #[command(flatten)]
         api: ApiArgs,
-        /// audit: every audited action; fleet: stale devices, volumes without a key, pending rotations.
-        #[arg(value_parser = ["audit", "fleet"])]
+        /// audit: every audited action; fleet: stale devices, volumes without a key, pending
+        /// rotations; unlocks: enrolled servers with no Network Unlock in N days, and requests
+        /// from adapters no enrolled device reports.
+        #[arg(value_parser = ["audit", "fleet", "unlocks"])]
         kind: String,
         /// Audit report only: csv instead of the --output format.
         #[arg(long, value_parser = ["json", "csv"])]
@@ -416,6 +419,9 @@ pub(crate) enum EscrowCommand {
         /// Fleet: devices not checked in for this many days are stale.
         #[arg(long, default_value_t = 30)]
         stale_days: u32,
+        /// Unlocks: the window in days (default: the server's unlock_records.no_unlock_days).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=365))]
+        days: Option<u32>,
     },
     /// Write a consistent, encrypted backup of the escrow database (run on the appliance).
     #[command(

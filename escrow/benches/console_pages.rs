@@ -178,6 +178,7 @@ async fn bench() {
         sessions: SessionPolicy::default(),
         request_timeout: Duration::from_secs(60),
         stale_after: Duration::from_secs(30 * 86_400),
+        unlock_window_days: Some(30),
         directory: None,
     });
     // Sign in through the form, as a browser does.
@@ -207,7 +208,7 @@ async fn bench() {
     // background work here (twice: cold, then warm), as the fleet page only reads its result.
     for round in ["cold", "warm"] {
         let t = Instant::now();
-        svc.refresh_fleet_snapshot(Duration::from_secs(30 * 86_400))
+        svc.refresh_fleet_snapshot(Duration::from_secs(30 * 86_400), 30)
             .await
             .unwrap();
         eprintln!(

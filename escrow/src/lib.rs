@@ -39,8 +39,8 @@ pub use model::{
     StaleDevice, TpmReason, VolumeType, VolumeWithoutKey, parse_recovery_password,
 };
 pub use model::{
-    DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MacAddress, RecoveryNeeded, UnknownAdapter,
-    UnlockEvent, UnlockFleetReport, UnlockGauges,
+    DEFAULT_UNLOCK_WINDOW_DAYS, DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MacAddress,
+    RecoveryNeeded, UnknownAdapter, UnlockEvent, UnlockFleetReport, UnlockGauges,
 };
 pub use sealing::Kek;
 pub use server::{EscrowServer, EscrowServerConfig, ServerLimits};

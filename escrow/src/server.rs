@@ -38,6 +38,9 @@ pub struct EscrowServerConfig {
     pub request_timeout: Duration,
     pub database_url: String,
     pub stale_after: Duration,
+    /// Days without an answered Network Unlock request before the fleet report lists an enrolled
+    /// device (`unlock_records.no_unlock_days`); None when the daemon records no unlock outcomes.
+    pub unlock_window_days: Option<u32>,
 }
 
 /// Protective limits with defaults suited to an appliance; only the per-client cap is in the config
@@ -126,6 +129,7 @@ impl EscrowServer {
             limiter: Arc::new(RateLimiter::new(limits.lookup_rate)),
             request_timeout: config.request_timeout,
             stale_after: config.stale_after,
+            unlock_window_days: config.unlock_window_days,
         };
         let console = ConsoleSettings::default();
         let app = app(&state, config.max_body_bytes, console, None);
@@ -303,6 +307,7 @@ fn app(
         sessions: console.sessions,
         request_timeout: state.request_timeout,
         stale_after: state.stale_after,
+        unlock_window_days: state.unlock_window_days,
         directory,
     }))
 }
@@ -319,7 +324,7 @@ async fn refresh_gauges(state: AppState, every: Duration, shutdown: Cancellation
         // The console's fleet report is refreshed with the gauges, from the same queries.
         match state
             .service
-            .refresh_fleet_snapshot(state.stale_after)
+            .refresh_fleet_snapshot(state.stale_after, state.unlock_window())
             .await
         {
             Ok(s) => state.metrics.set_gauges(&s.gauges, state.stale_after),

@@ -90,6 +90,18 @@ async fn joins_outcomes_to_devices_by_adapter(db: TestDb) {
         .collect();
     assert_eq!(names, ["DB1", "QUIET"]);
     assert_eq!(
+        (
+            report.window_days,
+            report.devices_without_unlock_total,
+            report.unknown_adapters_total
+        ),
+        (30, 2, 1)
+    );
+    // A wider window takes in DB1's answer from 40 days ago.
+    let wide = svc.unlock_fleet_report(&auditor, 60).await.unwrap();
+    assert_eq!(wide.devices_without_unlock_total, 1);
+    assert_eq!(wide.devices_without_unlock[0].computer_name, "QUIET");
+    assert_eq!(
         report.devices_without_unlock[0].last_unlock,
         Some(t(40 * day))
     );

@@ -296,6 +296,7 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                 kind,
                 format,
                 stale_days,
+                days,
             } => {
                 let client = api_client(&api)?;
                 let format = match format.as_deref() {
@@ -314,6 +315,8 @@ pub(crate) fn run_escrow(cmd: EscrowCommand) -> Result<ExitCode> {
                 if kind == "audit" {
                     let report = client.audit_report(&wire::AuditQuery::default()).await?;
                     show(format, &report, people::audit_records)
+                } else if kind == "unlocks" {
+                    show(format, &client.unlock_report(days).await?, people::unlocks)
                 } else {
                     show(
                         format,

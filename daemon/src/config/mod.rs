@@ -93,6 +93,8 @@ pub(crate) struct EscrowSettings {
     pub(crate) request_timeout: Duration,
     pub(crate) max_connections_per_client: usize,
     pub(crate) stale_after: Duration,
+    /// `unlock_records.no_unlock_days` when unlock outcomes are recorded (the fleet report's window).
+    pub(crate) unlock_window_days: Option<u32>,
     /// Default lifetime of new API tokens (`api_token_lifetime_days`).
     pub(crate) api_token_lifetime: Option<Duration>,
     /// The web console served beside the API (`[console]`).
@@ -184,7 +186,7 @@ pub(crate) fn validate(
     } else {
         None
     };
-    let escrow = if wire.escrow.enabled {
+    let mut escrow = if wire.escrow.enabled {
         Some(validate_escrow(&wire, &state_dir)?)
     } else {
         None
@@ -208,6 +210,9 @@ pub(crate) fn validate(
     };
     let unlock_records =
         unlock_records::validate(&wire.unlock_records, unlock.is_some() && escrow.is_some())?;
+    if let (Some(e), Some(r)) = (escrow.as_mut(), unlock_records.as_ref()) {
+        e.unlock_window_days = Some(r.no_unlock_days);
+    }
     let metrics_listen = wire.metrics.enabled.then_some(wire.metrics.listen);
     if let (Some(m), Some(e)) = (metrics_listen, escrow.as_ref())
         && m == e.listen
@@ -370,6 +375,8 @@ fn validate_escrow(wire: &WireConfig, state_dir: &Path) -> Result<EscrowSettings
         api_token_lifetime: e
             .api_token_lifetime_days
             .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
+        // Set once `[unlock_records]` is validated (it depends on `[unlock]` too).
+        unlock_window_days: None,
         console: validate_console(&wire.console)?,
     })
 }

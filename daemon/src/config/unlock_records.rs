@@ -47,7 +47,7 @@ fn default_queue_capacity() -> usize {
     10_000
 }
 fn default_no_unlock_days() -> u32 {
-    30
+    escrow::DEFAULT_UNLOCK_WINDOW_DAYS
 }
 fn default_gauge_refresh_secs() -> u64 {
     60

@@ -10,53 +10,72 @@ use crate::keys::{LoadedCertificate, LoadedKeys};
 
 /// One line per change in the certificates, their effective policy, and the subnet policy file.
 pub(super) fn key_changes(old: &LoadedKeys, new: &LoadedKeys) -> Vec<String> {
-    let mut out = Vec::new();
     let by_thumbprint = |set: &[LoadedCertificate]| -> BTreeMap<String, LoadedCertificate> {
         set.iter()
             .map(|c| (c.thumbprint_hex.clone(), c.clone()))
             .collect()
     };
-    let before = by_thumbprint(&old.certificates);
-    let after = by_thumbprint(&new.certificates);
-    for (t, c) in &after {
-        match before.get(t) {
-            None => out.push(format!(
+    let mut out = keyed_changes(
+        &by_thumbprint(&old.certificates),
+        &by_thumbprint(&new.certificates),
+        |t, c| {
+            format!(
                 "certificate added: {t} ({}, {})",
                 c.subject,
                 c.source.display()
-            )),
-            Some(b) => {
-                if b.enabled != c.enabled {
-                    out.push(format!(
-                        "certificate {t} {}",
-                        if c.enabled { "enabled" } else { "disabled" }
-                    ));
-                }
-                if b.allowed_subnets != c.allowed_subnets {
-                    out.push(format!(
-                        "certificate {t} allowed subnets: {} -> {}",
-                        subnets(&b.allowed_subnets),
-                        subnets(&c.allowed_subnets)
-                    ));
-                }
-                if b.source != c.source {
-                    out.push(format!(
-                        "certificate {t} now loaded from {}",
-                        c.source.display()
-                    ));
-                }
+            )
+        },
+        |t, b, c| {
+            let mut lines = Vec::new();
+            if b.enabled != c.enabled {
+                let state = if c.enabled { "enabled" } else { "disabled" };
+                lines.push(format!("certificate {t} {state}"));
             }
-        }
-    }
-    for (t, c) in &before {
-        if !after.contains_key(t) {
-            out.push(format!("certificate removed: {t} ({})", c.subject));
-        }
-    }
+            if b.allowed_subnets != c.allowed_subnets {
+                lines.push(format!(
+                    "certificate {t} allowed subnets: {} -> {}",
+                    subnets(&b.allowed_subnets),
+                    subnets(&c.allowed_subnets)
+                ));
+            }
+            if b.source != c.source {
+                lines.push(format!(
+                    "certificate {t} now loaded from {}",
+                    c.source.display()
+                ));
+            }
+            lines
+        },
+        |t, c| format!("certificate removed: {t} ({})", c.subject),
+    );
     out.extend(policy_file_changes(
         old.policy_file.as_ref(),
         new.policy_file.as_ref(),
     ));
+    out
+}
+
+/// The lines for a keyed set that changed: `added` for each new key, `changed` for each kept one
+/// (it says what differs, if anything), then `removed` for each key that went.
+fn keyed_changes<V>(
+    before: &BTreeMap<String, V>,
+    after: &BTreeMap<String, V>,
+    added: impl Fn(&str, &V) -> String,
+    changed: impl Fn(&str, &V, &V) -> Vec<String>,
+    removed: impl Fn(&str, &V) -> String,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, new) in after {
+        match before.get(key) {
+            None => out.push(added(key, new)),
+            Some(old) => out.extend(changed(key, old, new)),
+        }
+    }
+    for (key, old) in before {
+        if !after.contains_key(key) {
+            out.push(removed(key, old));
+        }
+    }
     out
 }
 
@@ -86,42 +105,42 @@ fn policy_file_changes(old: Option<&WdsPolicy>, new: Option<&WdsPolicy>) -> Vec<
             .map(|(n, net)| (n.to_ascii_uppercase(), format!("{n} = {net}")))
             .collect()
     };
-    let (before, after) = (named(old), named(new));
-    for (key, line) in &after {
-        match before.get(key) {
-            None => out.push(format!("policy subnet added: {line}")),
-            Some(b) if b != line => out.push(format!("policy subnet changed: {b} -> {line}")),
-            Some(_) => {}
-        }
-    }
-    for (key, line) in &before {
-        if !after.contains_key(key) {
-            out.push(format!("policy subnet removed: {line}"));
-        }
-    }
+    out.extend(keyed_changes(
+        &named(old),
+        &named(new),
+        |_, line| format!("policy subnet added: {line}"),
+        |_, b, line| {
+            (b != line)
+                .then(|| format!("policy subnet changed: {b} -> {line}"))
+                .into_iter()
+                .collect()
+        },
+        |_, line| format!("policy subnet removed: {line}"),
+    ));
 
     let sections = |p: &WdsPolicy| -> BTreeMap<String, CertificatePolicy> {
         p.certificates()
             .map(|(t, policy)| (hex::encode(t), policy.clone()))
             .collect()
     };
-    let (before, after) = (sections(old), sections(new));
-    for (t, policy) in &after {
-        match before.get(t) {
-            None => out.push(format!("policy section added: [{t}] {}", describe(policy))),
-            Some(b) if b != policy => out.push(format!(
-                "policy section changed: [{t}] {} -> {}",
-                describe(b),
-                describe(policy)
-            )),
-            Some(_) => {}
-        }
-    }
-    for t in before.keys() {
-        if !after.contains_key(t) {
-            out.push(format!("policy section removed: [{t}]"));
-        }
-    }
+    out.extend(keyed_changes(
+        &sections(old),
+        &sections(new),
+        |t, policy| format!("policy section added: [{t}] {}", describe(policy)),
+        |t, b, policy| {
+            (b != policy)
+                .then(|| {
+                    format!(
+                        "policy section changed: [{t}] {} -> {}",
+                        describe(b),
+                        describe(policy)
+                    )
+                })
+                .into_iter()
+                .collect()
+        },
+        |t, _| format!("policy section removed: [{t}]"),
+    ));
     out
 }
 
@@ -222,6 +241,10 @@ pub(super) fn restart_needed(running: &Config, fresh: &Config) -> Vec<&'static s
         );
         check(a.stale_after != b.stale_after, "escrow.stale_after_days");
     }
+    check(
+        running.unlock_records != fresh.unlock_records,
+        "unlock_records",
+    );
     out
 }
 
@@ -363,11 +386,29 @@ mod tests {
                 "[log]\nlevel = \"debug\"\n[metrics]\nenabled = false\n[escrow]\nenabled = false\n",
                 &["log.level", "metrics"],
             ),
-            ("escrow turned on", "", &["escrow.enabled"]),
+            (
+                "escrow turned on (and with it the unlock records)",
+                "",
+                &["escrow.enabled", "unlock_records"],
+            ),
         ];
         let running = config(base);
         for (name, text, want) in cases {
             assert_eq!(restart_needed(&running, &config(text)), *want, "{name}");
         }
+    }
+
+    /// The recorder and the console's "no Network Unlock in N days" window start with the daemon.
+    #[test]
+    fn unlock_record_settings_need_a_restart() {
+        let running = config("");
+        let fresh = config("[unlock_records]\nno_unlock_days = 7\n");
+        assert_eq!(restart_needed(&running, &fresh), ["unlock_records"]);
+        assert_eq!(
+            fresh.escrow.as_ref().and_then(|e| e.unlock_window_days),
+            Some(7)
+        );
+        let off = config("[unlock_records]\nenabled = false\n");
+        assert_eq!(off.escrow.as_ref().and_then(|e| e.unlock_window_days), None);
     }
 }

@@ -322,6 +322,7 @@ pub(super) async fn start_escrow(
         request_timeout: e.request_timeout,
         database_url: e.database_url.clone(),
         stale_after: e.stale_after,
+        unlock_window_days: e.unlock_window_days,
     };
     let limits = escrow::ServerLimits {
         max_connections_per_client: e.max_connections_per_client,

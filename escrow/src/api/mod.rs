@@ -36,6 +36,17 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub request_timeout: Duration,
     pub stale_after: Duration,
+    /// Default window of the Network Unlock fleet report; None when no unlock outcomes are recorded.
+    pub unlock_window_days: Option<u32>,
+}
+
+impl AppState {
+    /// The Network Unlock fleet report's window: the daemon's setting, or the default when this
+    /// appliance records no unlock outcomes (others sharing the database may).
+    pub fn unlock_window(&self) -> u32 {
+        self.unlock_window_days
+            .unwrap_or(crate::model::DEFAULT_UNLOCK_WINDOW_DAYS)
+    }
 }
 
 /// Every route of the API, each registered together with the OpenAPI operation that documents
@@ -54,6 +65,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::disclose))
         .routes(routes!(reports::audit))
         .routes(routes!(reports::fleet))
+        .routes(routes!(reports::unlocks))
         .routes(routes!(reports::verify))
         .routes(routes!(admin::list_devices))
         .routes(routes!(admin::revoke_device))

@@ -267,6 +267,46 @@ pub async fn fleet(
     Ok(Json(state.service.fleet_report(&op.0, stale_after).await?))
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockReportQuery {
+    /// Devices with no answered Network Unlock request in this many days are listed, and adapters
+    /// seen in this many days (default: `unlock_records.no_unlock_days`, else 30).
+    #[param(minimum = 1, maximum = 365)]
+    pub days: Option<u32>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/unlocks",
+    tag = "reports",
+    security(("bearerToken" = [])),
+    summary = "Network Unlock fleet report",
+    description = "Enrolled devices (not revoked, with adapters reported at check-in) that had no answered Network Unlock request in the window: at their last boot they needed a PIN or a recovery password, or they did not reboot. And adapters (MAC addresses) that sent requests in the window but that no enrolled device reports. Each list holds its first 1000 rows (devices by name, adapters by most recent request); the totals count every row. Roles: admin, auditor.",
+    params(UnlockReportQuery),
+    responses(
+        (status = 200, description = "the two lists and their totals", body = UnlockFleetReport),
+        (status = 400, description = "invalid JSON, unknown field, or a value that fails validation (the message says which)", body = ErrorBody)
+    )
+)]
+pub async fn unlocks(
+    State(state): State<AppState>,
+    op: Operator,
+    ApiQuery(q): ApiQuery<UnlockReportQuery>,
+) -> Result<Json<UnlockFleetReport>, ApiError> {
+    let days = match q.days {
+        None => state.unlock_window(),
+        Some(d @ 1..=365) => d,
+        Some(d) => {
+            return Err(ApiError::validation(format!(
+                "days {d} is out of range; use 1 to 365"
+            )));
+        }
+    };
+    Ok(Json(state.service.unlock_fleet_report(&op.0, days).await?))
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/audit/verify",

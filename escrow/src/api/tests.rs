@@ -32,6 +32,7 @@ async fn fixture(limit: RateLimit, max_body: usize) -> Fixture {
         limiter: Arc::new(RateLimiter::new(limit)),
         request_timeout: Duration::from_secs(10),
         stale_after: Duration::from_secs(30 * 86_400),
+        unlock_window_days: Some(30),
     };
     Fixture {
         _dir: dir,
@@ -326,9 +327,32 @@ async fn find_needs_exactly_one_criterion_and_audit_csv_is_csv() {
         "/api/v1/reports/audit?from=yesterday",
         "/api/v1/reports/audit?from=2026-02-01&to=2026-01-01",
         "/api/v1/reports/fleet?stale_days=0",
+        "/api/v1/reports/unlocks?days=0",
+        "/api/v1/reports/unlocks?days=366",
+        "/api/v1/reports/unlocks?window=7",
     ] {
         let (s, _, b) = send(&f.app, get(uri, t), None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {b}");
+    }
+}
+
+/// The Network Unlock fleet report: the server's window by default, `days` to choose another.
+#[tokio::test]
+async fn unlock_report_uses_the_configured_window_unless_asked() {
+    let f = fixture(RateLimit::default(), 65536).await;
+    let t = Some(f.admin.as_str());
+    for (uri, days) in [
+        ("/api/v1/reports/unlocks", 30),
+        ("/api/v1/reports/unlocks?days=7", 7),
+    ] {
+        let (s, _, b) = send(&f.app, get(uri, t), None).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {b}");
+        let r: wire::UnlockFleetReport = serde_json::from_str(&b).unwrap();
+        assert_eq!(r.window_days, days, "{uri}");
+        assert_eq!(
+            (r.devices_without_unlock_total, r.unknown_adapters_total),
+            (0, 0)
+        );
     }
 }
 

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 pub use crate::audit::{AuditRecord, ChainVerification};
-pub use crate::model::FleetReport;
 pub use crate::model::{
     ApiTokenInfo, DeviceInfo, DisclosureReason, EnrollmentTokenInfo, ItemOutcome, KeyCandidate,
     OperatorInfo, Role, RotationInstruction, RotationState, VolumeType,
 };
+pub use crate::model::{FleetReport, UnlockFleetReport};
 
 /// `{"error": {"code": "...", "message": "..."}}` — the body of every non-2xx answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]

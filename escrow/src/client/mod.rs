@@ -326,6 +326,15 @@ impl ApiClient {
             .await
     }
 
+    /// `GET /reports/unlocks`: devices without a Network Unlock in the window, unknown adapters.
+    pub async fn unlock_report(&self, days: Option<u32>) -> Result<UnlockFleetReport, ClientError> {
+        let q: Vec<(&str, String)> = days
+            .map(|d| vec![("days", d.to_string())])
+            .unwrap_or_default();
+        self.call::<(), _>(Method::GET, "reports/unlocks", &q, None)
+            .await
+    }
+
     /// `GET /audit/verify`: checks the audit hash chain on the server.
     pub async fn verify_audit(&self) -> Result<ChainView, ClientError> {
         self.call::<(), _>(Method::GET, "audit/verify", &[], None)

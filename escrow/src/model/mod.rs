@@ -22,8 +22,8 @@ pub use reports::{
     StaleDevice, VolumeWithoutKey,
 };
 pub use unlock::{
-    DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MAX_ADAPTERS, MacAddress, RecoveryNeeded,
-    UnknownAdapter, UnlockEvent, UnlockFleetReport, UnlockGauges,
+    DEFAULT_UNLOCK_WINDOW_DAYS, DeviceUnlocks, DeviceWithoutUnlock, HourlyUnlocks, MAX_ADAPTERS,
+    MacAddress, RecoveryNeeded, UnknownAdapter, UnlockEvent, UnlockFleetReport, UnlockGauges,
 };
 
 /// "DisclosureReason" → "disclosure reason": messages name the kind of value, not the Rust type.

@@ -83,6 +83,8 @@ pub struct FleetSnapshot {
     pub report: FleetReport,
     pub stale_devices: i64,
     pub gauges: FleetGauges,
+    /// The Network Unlock lists (same row limit).
+    pub unlocks: super::UnlockFleetReport,
 }
 
 impl FleetSnapshot {

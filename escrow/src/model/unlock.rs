@@ -78,6 +78,10 @@ impl<'de> Deserialize<'de> for MacAddress {
     }
 }
 
+/// Days without an answered Network Unlock request before the fleet report lists an enrolled
+/// device, unless configured (`unlock_records.no_unlock_days`).
+pub const DEFAULT_UNLOCK_WINDOW_DAYS: u32 = 30;
+
 /// One Network Unlock request's outcome, as recorded by the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnlockEvent {
@@ -134,7 +138,7 @@ pub struct RecoveryNeeded {
 }
 
 /// An enrolled device with no answered Network Unlock request in the window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceWithoutUnlock {
     pub device_id: i64,
     pub computer_name: String,
@@ -145,8 +149,9 @@ pub struct DeviceWithoutUnlock {
 }
 
 /// Requests from an adapter no enrolled device reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnknownAdapter {
+    #[schema(value_type = String, example = "00:15:5d:01:02:af")]
     pub mac: MacAddress,
     pub requests: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -154,14 +159,21 @@ pub struct UnknownAdapter {
     pub last_outcome: String,
 }
 
-/// The unlock ↔ escrow part of the fleet report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The unlock ↔ escrow part of the fleet report. Each list holds its first rows (by name, and by
+/// most recent request); the totals count every row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnlockFleetReport {
+    #[serde(with = "time::serde::rfc3339")]
+    pub generated_at: OffsetDateTime,
     pub window_days: u32,
     /// Enrolled (not revoked) devices that reported adapters but had no answered request in the
     /// window: they needed a PIN or a recovery password at their last boot, or did not reboot.
     pub devices_without_unlock: Vec<DeviceWithoutUnlock>,
+    pub devices_without_unlock_total: i64,
+    /// Adapters that asked in the window but that no enrolled device reports: servers whose agent
+    /// has not checked in since it learnt to report adapters, or machines that are not enrolled.
     pub unknown_adapters: Vec<UnknownAdapter>,
+    pub unknown_adapters_total: i64,
 }
 
 /// Numbers for Prometheus gauges.

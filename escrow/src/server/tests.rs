@@ -35,6 +35,7 @@ async fn start(limits: ServerLimits) -> Running {
         request_timeout: Duration::from_secs(5),
         database_url: url,
         stale_after: Duration::from_secs(86_400),
+        unlock_window_days: None,
     };
     let server = EscrowServer::bind_with_limits(config, limits, service, &registry)
         .await

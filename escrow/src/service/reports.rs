@@ -120,18 +120,27 @@ impl EscrowService {
         Ok(report)
     }
 
-    /// The console's fleet report: the last snapshot with this staleness window, computed now if
-    /// there is none yet. The server refreshes it with the gauges
-    /// ([`Self::refresh_fleet_snapshot`]), so a page view costs no query over the whole store.
+    /// The console's fleet report: the last snapshot with these windows (staleness, and days
+    /// without a Network Unlock), computed now if there is none yet. The server refreshes it with the gauges ([`Self::refresh_fleet_snapshot`]), so a page
+    /// view costs no query over the whole store.
     pub async fn fleet_snapshot(
         &self,
         actor: &Actor,
         stale_after: Duration,
+        unlock_window_days: u32,
     ) -> Result<Arc<FleetSnapshot>, EscrowError> {
         require_role(actor, &[Role::Admin, Role::Auditor], "read fleet reports")?;
         match self.inner.fleet.load_full() {
-            Some(s) if s.report.stale_after_secs == stale_after.as_secs() => Ok(s),
-            _ => self.refresh_fleet_snapshot(stale_after).await,
+            Some(s)
+                if s.report.stale_after_secs == stale_after.as_secs()
+                    && s.unlocks.window_days == unlock_window_days =>
+            {
+                Ok(s)
+            }
+            _ => {
+                self.refresh_fleet_snapshot(stale_after, unlock_window_days)
+                    .await
+            }
         }
     }
 
@@ -140,6 +149,7 @@ impl EscrowService {
     pub async fn refresh_fleet_snapshot(
         &self,
         stale_after: Duration,
+        unlock_window_days: u32,
     ) -> Result<Arc<FleetSnapshot>, EscrowError> {
         let mut tx = self.inner.db.begin_read().await?;
         let report = self
@@ -151,11 +161,15 @@ impl EscrowService {
         )
         .await?;
         let gauges = reports::gauges(&mut tx, to_micros(report.generated_at)).await?;
+        let unlocks = self
+            .unlock_lists(&mut tx, unlock_window_days, FleetSnapshot::ROWS)
+            .await?;
         tx.commit().await?;
         let snapshot = Arc::new(FleetSnapshot {
             report,
             stale_devices,
             gauges,
+            unlocks,
         });
         self.inner.fleet.store(Some(snapshot.clone()));
         Ok(snapshot)

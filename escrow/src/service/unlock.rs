@@ -121,24 +121,39 @@ impl EscrowService {
     }
 
     /// Fleet report additions: enrolled devices without an answered request in `window_days`, and
-    /// adapters that asked in that window but that no device reports.
+    /// adapters that asked in that window but that no device reports (the first [`MAX_LIST`] of
+    /// each, and their totals). Roles: admin, auditor.
     pub async fn unlock_fleet_report(
         &self,
         actor: &Actor,
         window_days: u32,
     ) -> Result<UnlockFleetReport, EscrowError> {
         require_role(actor, &[Role::Admin, Role::Auditor], "read fleet reports")?;
-        let since = self.window_start(window_days);
         let mut tx = self.inner.db.begin_read().await?;
-        let devices_without_unlock =
-            unlock::devices_without_unlock(&mut tx, since, i64::from(MAX_LIST)).await?;
-        let unknown_adapters =
-            unlock::unknown_adapters(&mut tx, since, i64::from(MAX_LIST)).await?;
+        let report = self
+            .unlock_lists(&mut tx, window_days, i64::from(MAX_LIST))
+            .await?;
         tx.commit().await?;
+        Ok(report)
+    }
+
+    /// The unlock part of the fleet report, at most `rows` rows per list, in the caller's
+    /// transaction (the console's snapshot reads it with the rest of the fleet report).
+    pub(super) async fn unlock_lists(
+        &self,
+        tx: &mut crate::store::Tx,
+        window_days: u32,
+        rows: i64,
+    ) -> Result<UnlockFleetReport, EscrowError> {
+        let since = self.window_start(window_days);
         Ok(UnlockFleetReport {
+            generated_at: self.now(),
             window_days,
-            devices_without_unlock,
-            unknown_adapters,
+            devices_without_unlock: unlock::devices_without_unlock(&mut *tx, since, rows).await?,
+            devices_without_unlock_total: unlock::count_devices_without_unlock(&mut *tx, since)
+                .await?,
+            unknown_adapters: unlock::unknown_adapters(&mut *tx, since, rows).await?,
+            unknown_adapters_total: unlock::count_unknown_adapters(&mut *tx, since).await?,
         })
     }
 
@@ -146,13 +161,13 @@ impl EscrowService {
     pub async fn unlock_gauges(&self, window_days: u32) -> Result<UnlockGauges, EscrowError> {
         let since = self.window_start(window_days);
         let mut tx = self.inner.db.begin_read().await?;
-        let without = unlock::devices_without_unlock(&mut tx, since, i64::MAX).await?;
-        let unknown = unlock::unknown_adapters(&mut tx, since, i64::MAX).await?;
+        let devices_without_unlock = unlock::count_devices_without_unlock(&mut tx, since).await?;
+        let unknown_adapters = unlock::count_unknown_adapters(&mut tx, since).await?;
         let events_stored = unlock::count_events(&mut tx).await?;
         tx.commit().await?;
         Ok(UnlockGauges {
-            devices_without_unlock: i64::try_from(without.len()).unwrap_or(i64::MAX),
-            unknown_adapters: i64::try_from(unknown.len()).unwrap_or(i64::MAX),
+            devices_without_unlock,
+            unknown_adapters,
             events_stored,
         })
     }

@@ -195,21 +195,26 @@ pub(crate) async fn recovery_needed(
         .collect()
 }
 
-/// Enrolled devices that report adapters but have no answered request since `since` (µs).
+/// Enrolled devices that report adapters, with their last answered request: the rows of
+/// [`devices_without_unlock`] and [`count_devices_without_unlock`] (`$1` is the window start).
+const DEVICES_WITHOUT_UNLOCK: &str = "SELECT id, computer_name, domain, last_at FROM ( \
+       SELECT d.id, d.computer_name, d.domain, \
+         (SELECT MAX(e.at) FROM unlock_events e JOIN device_adapters a ON a.mac = e.mac \
+          WHERE a.device_id = d.id AND e.outcome = 'answered') AS last_at \
+       FROM devices d WHERE d.revoked = 0 \
+         AND EXISTS (SELECT 1 FROM device_adapters a WHERE a.device_id = d.id) \
+     ) t WHERE last_at IS NULL OR last_at < $1";
+
+/// Enrolled devices that report adapters but have no answered request since `since` (µs), by
+/// name.
 pub(crate) async fn devices_without_unlock(
     c: &mut AnyConnection,
     since: i64,
     limit: i64,
 ) -> Result<Vec<DeviceWithoutUnlock>, EscrowError> {
-    let rows = sqlx::query(
-        "SELECT id, computer_name, domain, last_at FROM ( \
-           SELECT d.id, d.computer_name, d.domain, \
-             (SELECT MAX(e.at) FROM unlock_events e JOIN device_adapters a ON a.mac = e.mac \
-              WHERE a.device_id = d.id AND e.outcome = 'answered') AS last_at \
-           FROM devices d WHERE d.revoked = 0 \
-             AND EXISTS (SELECT 1 FROM device_adapters a WHERE a.device_id = d.id) \
-         ) t WHERE last_at IS NULL OR last_at < $1 ORDER BY computer_name LIMIT $2",
-    )
+    let rows = sqlx::query(&format!(
+        "{DEVICES_WITHOUT_UNLOCK} ORDER BY computer_name, id LIMIT $2"
+    ))
     .bind(since)
     .bind(limit)
     .fetch_all(c)
@@ -226,19 +231,34 @@ pub(crate) async fn devices_without_unlock(
         .collect()
 }
 
+pub(crate) async fn count_devices_without_unlock(
+    c: &mut AnyConnection,
+    since: i64,
+) -> Result<i64, EscrowError> {
+    Ok(sqlx::query(&format!(
+        "SELECT COUNT(*) FROM ({DEVICES_WITHOUT_UNLOCK}) n"
+    ))
+    .bind(since)
+    .fetch_one(c)
+    .await?
+    .try_get(0)?)
+}
+
+/// The MACs that asked since `$1` (µs) and that no device reports.
+const UNKNOWN_ADAPTERS_WHERE: &str = "FROM unlock_events e WHERE e.at >= $1 AND e.mac IS NOT NULL \
+       AND NOT EXISTS (SELECT 1 FROM device_adapters a WHERE a.mac = e.mac)";
+
 /// MACs that asked since `since` (µs) and that no device reports, most recent first.
 pub(crate) async fn unknown_adapters(
     c: &mut AnyConnection,
     since: i64,
     limit: i64,
 ) -> Result<Vec<UnknownAdapter>, EscrowError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "SELECT e.mac, COUNT(*), MAX(e.at) AS last_at, \
            (SELECT x.outcome FROM unlock_events x WHERE x.mac = e.mac ORDER BY x.at DESC LIMIT 1) \
-         FROM unlock_events e WHERE e.at >= $1 AND e.mac IS NOT NULL \
-           AND NOT EXISTS (SELECT 1 FROM device_adapters a WHERE a.mac = e.mac) \
-         GROUP BY e.mac ORDER BY last_at DESC LIMIT $2",
-    )
+         {UNKNOWN_ADAPTERS_WHERE} GROUP BY e.mac ORDER BY last_at DESC, e.mac LIMIT $2"
+    ))
     .bind(since)
     .bind(limit)
     .fetch_all(c)
@@ -256,6 +276,19 @@ pub(crate) async fn unknown_adapters(
         });
     }
     Ok(out)
+}
+
+pub(crate) async fn count_unknown_adapters(
+    c: &mut AnyConnection,
+    since: i64,
+) -> Result<i64, EscrowError> {
+    Ok(sqlx::query(&format!(
+        "SELECT COUNT(DISTINCT e.mac) {UNKNOWN_ADAPTERS_WHERE}"
+    ))
+    .bind(since)
+    .fetch_one(c)
+    .await?
+    .try_get(0)?)
 }
 
 pub(crate) async fn count_events(c: &mut AnyConnection) -> Result<i64, EscrowError> {

@@ -27,6 +27,7 @@ use crate::metrics::EscrowMetrics;
 use crate::service::{EscrowService, SessionPolicy};
 
 pub use error::PageError;
+pub use render::counted_title;
 pub use session::{CSRF_FIELD, PRE_COOKIE, SESSION_COOKIE};
 
 /// Console settings (`[console]` in the daemon configuration).
@@ -55,8 +56,19 @@ pub struct WebState {
     pub sessions: SessionPolicy,
     pub request_timeout: Duration,
     pub stale_after: Duration,
+    /// Days without a Network Unlock before the fleet report lists a device; None when the daemon
+    /// records no unlock outcomes (the report then leaves those lists out).
+    pub unlock_window_days: Option<u32>,
     /// `[directory]`: when set, the sign-in page also takes a directory user name and password.
     pub directory: Option<Directory>,
+}
+
+impl WebState {
+    /// As [`crate::api::AppState::unlock_window`].
+    pub fn unlock_window(&self) -> u32 {
+        self.unlock_window_days
+            .unwrap_or(crate::model::DEFAULT_UNLOCK_WINDOW_DAYS)
+    }
 }
 
 /// Every (method, path template) the console serves.
@@ -112,7 +124,7 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/reports/audit", get(reports::audit))
         .route("/reports/audit.csv", get(reports::audit_csv))
-        .route("/reports/fleet", get(reports::fleet))
+        .route("/reports/fleet", get(fleet::fleet))
         .route("/admin", get(admin::page))
         .route("/admin/operators", post(admin::create_operator))
         .route("/admin/operators/{id}/role", post(admin::set_role))
@@ -190,5 +202,7 @@ async fn observe(
     resp
 }
 
+#[cfg(test)]
+mod fleet_tests;
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,16 @@ pub fn when_opt(t: &Option<OffsetDateTime>) -> String {
 }
 
 /// "3 days", "5 hours", "12 minutes": how long ago, roughly, for tables.
+/// "Title (total)", or "Title (total; the first n shown)" when a list is longer than its table
+/// (the console's fleet report and the CLI's reports).
+pub fn counted_title(title: &str, shown: usize, total: i64) -> String {
+    if i64::try_from(shown).is_ok_and(|n| n < total) {
+        format!("{title} ({total}; the first {shown} shown)")
+    } else {
+        format!("{title} ({total})")
+    }
+}
+
 pub fn age(secs: i64) -> String {
     let s = secs.max(0);
     match s {
@@ -91,6 +101,16 @@ pub fn age(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn titles_say_when_a_list_is_longer_than_its_table() {
+        assert_eq!(counted_title("Stale devices", 0, 0), "Stale devices (0)");
+        assert_eq!(counted_title("Stale devices", 3, 3), "Stale devices (3)");
+        assert_eq!(
+            counted_title("Stale devices", 100, 250),
+            "Stale devices (250; the first 100 shown)"
+        );
+    }
 
     #[test]
     fn ages() {

@@ -667,9 +667,10 @@ fn forward_into(ns: &crate::harness::Netns, target: std::net::SocketAddr) -> u16
     port
 }
 
-/// The device page and the dashboard after real NKPU requests (`netunlockd probe` in a network
-/// namespace): the last Network Unlock names the adapter, the refusal is listed, the chart shows
-/// both outcomes.
+/// The device page, the dashboard and the fleet report after real NKPU requests (`netunlockd
+/// probe` in a network namespace): the last Network Unlock names the adapter, the refusal is
+/// listed, the chart shows both outcomes; the fleet report lists the enrolled server that never
+/// unlocked and the adapter no device reports.
 #[test]
 fn console_device_page_shows_a_recorded_unlock() {
     use crate::harness::{
@@ -722,6 +723,18 @@ fn console_device_page_shows_a_recorded_unlock() {
             .await
             .unwrap();
         svc.report_adapters(&dev, &[client_mac]).await.unwrap();
+        // DB1 reports an adapter that never asks: it needed its PIN at every boot.
+        let (_, secret) = svc
+            .create_enrollment_token(&Actor::local("t"), 1, Duration::from_secs(3600), None)
+            .await
+            .unwrap();
+        let db1 = svc
+            .enroll_device(&secret, "DB1", Some("corp.example"), None, &"cd".repeat(32))
+            .await
+            .unwrap();
+        svc.report_adapters(&db1, &["02:00:00:00:0d:b1".parse().unwrap()])
+            .await
+            .unwrap();
         let (_, token) = svc.bootstrap_admin("admin").await.unwrap();
         svc.close().await;
         (dev.id, token)
@@ -740,6 +753,18 @@ fn console_device_page_shows_a_recorded_unlock() {
     );
     let refused = probe(&topo.client, "v4", &not_loaded, &["--timeout-ms", "1000"]);
     assert!(!refused.status.success(), "{}", output_text(&refused));
+    // The same client with another adapter address, which no enrolled device reports (the
+    // answer may not reach it under its new address; the request is recorded either way).
+    let stranger = "02:00:00:00:0a:0a";
+    for args in [
+        vec!["ip", "link", "set", "dev", CLIENT_IF, "down"],
+        vec!["ip", "link", "set", "dev", CLIENT_IF, "address", stranger],
+        vec!["ip", "link", "set", "dev", CLIENT_IF, "up"],
+    ] {
+        let o = topo.client.exec(&args);
+        assert!(o.status.success(), "{args:?}: {}", output_text(&o));
+    }
+    probe(&topo.client, "v4", &cert, &["--timeout-ms", "1000"]);
 
     let port = forward_into(&topo.server, "127.0.0.1:8443".parse().unwrap());
     let base = format!("https://127.0.0.1:{port}");
@@ -782,6 +807,41 @@ fn console_device_page_shows_a_recorded_unlock() {
             "{totals}"
         );
         b.check_page("dashboard").await;
+
+        // The fleet report reads a snapshot the server recomputes every 30 seconds.
+        let deadline = Instant::now() + Duration::from_secs(45);
+        loop {
+            b.goto(&format!("{base}/reports/fleet")).await;
+            if b.body().await.contains(stranger) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no unknown adapter on the fleet report: {}\n{}",
+                b.body().await,
+                daemon.log_text()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let no_unlock = b.text("#no-unlock").await;
+        assert!(
+            no_unlock.contains("DB1") && !no_unlock.contains("WEB1"),
+            "{no_unlock}"
+        );
+        let unknown = b.text("#unknown-adapters").await;
+        assert!(
+            unknown.contains(stranger) && !unknown.contains(&client_mac.to_string()),
+            "{unknown}"
+        );
+        // The screenshot shows the Network Unlock lists, below the charts.
+        b.c()
+            .execute(
+                "document.getElementById('no-unlock-title').scrollIntoView();",
+                vec![],
+            )
+            .await
+            .unwrap();
+        b.check_page("fleet-report-unlocks").await;
         b.close().await;
     });
     drop(daemon);

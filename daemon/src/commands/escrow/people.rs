@@ -2,6 +2,7 @@
 //! use `--output json`, which prints the API's own documents instead.
 
 use anyhow::Result;
+use escrow::web::counted_title;
 use escrow::wire;
 
 use crate::output::{self, Table, when, when_opt, yes_no};
@@ -206,6 +207,49 @@ pub(super) fn fleet(f: &wire::FleetView) -> Result<()> {
         ]);
     }
     section("Escrow mismatches", &mismatches)
+}
+
+pub(super) fn unlocks(r: &wire::UnlockFleetReport) -> Result<()> {
+    output::line(format_args!(
+        "Network Unlock report {} (window {} day(s))",
+        when(r.generated_at),
+        r.window_days
+    ))?;
+    output::line("")?;
+    let mut devices = Table::new(&["DEVICE ID", "NAME", "DOMAIN", "LAST NETWORK UNLOCK"]);
+    for d in &r.devices_without_unlock {
+        devices.row(vec![
+            d.device_id.to_string(),
+            d.computer_name.clone(),
+            d.domain.clone().unwrap_or_default(),
+            when_opt(d.last_unlock),
+        ]);
+    }
+    section(
+        &counted_title(
+            "Enrolled devices with no Network Unlock in the window",
+            r.devices_without_unlock.len(),
+            r.devices_without_unlock_total,
+        ),
+        &devices,
+    )?;
+    let mut adapters = Table::new(&["MAC", "REQUESTS", "LAST SEEN", "LAST OUTCOME"]);
+    for a in &r.unknown_adapters {
+        adapters.row(vec![
+            a.mac.to_string(),
+            a.requests.to_string(),
+            when(a.last_seen),
+            a.last_outcome.clone(),
+        ]);
+    }
+    section(
+        &counted_title(
+            "Requests from adapters no enrolled device reports",
+            r.unknown_adapters.len(),
+            r.unknown_adapters_total,
+        ),
+        &adapters,
+    )
 }
 
 fn section(title: &str, table: &Table) -> Result<()> {

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod dashboard;
 pub mod devices;
+pub mod fleet;
 pub mod home;
 pub mod recovery;
 pub mod reports;

@@ -1,5 +1,4 @@
-//! Reports: the recovery audit report (filters, pages, CSV export of the whole selection) and the
-//! fleet report with a chart.
+//! The recovery audit report: filters, pages, CSV export of the whole selection.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -10,9 +9,8 @@ use crate::api::reports::{audit_csv_stream, parse_when};
 use crate::audit::{AuditFilter, AuditRecord};
 use crate::model::{AuditOutcome, PageRequest, Role};
 use crate::web::WebState;
-use crate::web::chart::{Bar, bars};
 use crate::web::error::PageError;
-use crate::web::render::{Nav, age, html, when, when_opt};
+use crate::web::render::{Nav, html, when};
 use crate::web::session::Session;
 
 /// Records per page of the audit report (cursor pages, newest first: no page costs more than
@@ -220,159 +218,6 @@ pub async fn audit_csv(
         filter,
         reason,
     ))
-}
-
-pub struct Line {
-    pub cells: Vec<String>,
-    pub href: Option<String>,
-}
-
-/// Rows shown per fleet report table (the counts and the chart cover all of them).
-pub const FLEET_ROWS: usize = 100;
-
-pub struct Section {
-    pub id: &'static str,
-    pub title: String,
-    pub heads: &'static [&'static str],
-    pub lines: Vec<Line>,
-}
-
-fn section<T>(
-    id: &'static str,
-    title: &str,
-    heads: &'static [&'static str],
-    (items, total): (&[T], i64),
-    line: impl Fn(&T) -> Line,
-) -> Section {
-    let title = if total > i64::try_from(items.len().min(FLEET_ROWS)).unwrap_or(i64::MAX) {
-        format!(
-            "{title} ({total}; the first {} shown)",
-            items.len().min(FLEET_ROWS)
-        )
-    } else {
-        format!("{title} ({total})")
-    };
-    Section {
-        id,
-        title,
-        heads,
-        lines: items.iter().take(FLEET_ROWS).map(line).collect(),
-    }
-}
-
-#[derive(Template)]
-#[template(path = "console/fleet.html")]
-struct FleetPage {
-    nav: Nav,
-    generated: String,
-    stale_days: u64,
-    freshness_svg: String,
-    problems_svg: String,
-    sections: Vec<Section>,
-}
-
-pub async fn fleet(State(state): State<WebState>, s: Session) -> Result<Response, PageError> {
-    s.require(&[Role::Admin, Role::Auditor], "the fleet report")?;
-    let snapshot = state
-        .service
-        .fleet_snapshot(&s.actor, state.stale_after)
-        .await?;
-    let (r, g) = (&snapshot.report, &snapshot.gauges);
-    let bar = |label: &str, value: i64, problem: bool| Bar {
-        label: label.into(),
-        value,
-        problem,
-    };
-    let freshness_svg = bars(
-        "chart-checkins",
-        "Active devices by time since last check-in",
-        &[
-            bar("under 1 day", g.devices_fresh_1d, false),
-            bar("1 to 7 days", g.devices_1d_to_7d, false),
-            bar("7 to 30 days", g.devices_7d_to_30d, true),
-            bar("over 30 days or never", g.devices_over_30d_or_never, true),
-        ],
-    );
-    let problems_svg = bars(
-        "chart-problems",
-        "Fleet problems",
-        &[
-            bar("stale devices", snapshot.stale_devices, true),
-            bar("volumes without a key", g.volumes_without_key, true),
-            bar("disclosed, not rotated", g.disclosed_not_rotated, true),
-            bar("escrow mismatches", g.mismatches, true),
-        ],
-    );
-    let dev = |id: i64| Some(format!("/devices/{id}"));
-    html(&FleetPage {
-        nav: Nav::new(&s, "fleet"),
-        generated: when(&r.generated_at),
-        stale_days: r.stale_after_secs / 86_400,
-        freshness_svg,
-        problems_svg,
-        sections: vec![
-            section(
-                "stale",
-                "Stale devices",
-                &["Device", "Domain", "Last check-in"],
-                (&r.stale_devices, snapshot.stale_devices),
-                |d| Line {
-                    cells: vec![
-                        d.computer_name.clone(),
-                        d.domain.clone().unwrap_or_default(),
-                        when_opt(&d.last_check_in),
-                    ],
-                    href: dev(d.device_id),
-                },
-            ),
-            section(
-                "unescrowed",
-                "Volumes without an escrowed key",
-                &["Device", "Mount point", "Type", "Volume GUID"],
-                (&r.volumes_without_key, g.volumes_without_key),
-                |v| Line {
-                    cells: vec![
-                        v.computer_name.clone(),
-                        v.mount_point.clone().unwrap_or_default(),
-                        v.volume_type.to_string(),
-                        v.volume_guid.to_string(),
-                    ],
-                    href: dev(v.device_id),
-                },
-            ),
-            section(
-                "not-rotated",
-                "Disclosed keys not yet rotated",
-                &["Device", "Key ID", "Disclosed", "Age", "Rotation"],
-                (&r.disclosed_not_rotated, g.disclosed_not_rotated),
-                |d| Line {
-                    cells: vec![
-                        d.key.device_name.clone(),
-                        d.key.protector_id.to_string(),
-                        when_opt(&d.key.disclosed_at),
-                        age(d.age_secs),
-                        d.key.rotation.to_string(),
-                    ],
-                    href: dev(d.key.device_id),
-                },
-            ),
-            section(
-                "mismatches",
-                "Escrow mismatches",
-                &["Device", "Key ID", "Detected", "Audit record"],
-                (&r.mismatches, g.mismatches),
-                |m| Line {
-                    cells: vec![
-                        m.computer_name.clone(),
-                        m.protector_id.to_string(),
-                        when(&m.detected_at),
-                        format!("#{}", m.audit_seq),
-                    ],
-                    href: dev(m.device_id),
-                },
-            ),
-        ],
-    })
 }
 
 #[cfg(test)]
