@@ -8,6 +8,8 @@
 //!      a SQLite file loaded by an earlier run: skips the load when it already holds the keys)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,35 +21,15 @@ use escrow::api::ratelimit::{RateLimit, RateLimiter};
 use escrow::metrics::EscrowMetrics;
 use escrow::web::{self, WebState};
 use escrow::{
-    Actor, EscrowItem, EscrowService, ImportRecord, Kek, ProtectorId, Role, SessionPolicy,
-    VolumeType, parse_recovery_password,
+    Actor, DeviceFilter, EscrowService, ImportRecord, Kek, MacAddress, ProtectorId, Role,
+    SessionPolicy, UnlockEvent,
 };
 use http_body_util::BodyExt;
 use time::OffsetDateTime;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-const PER_DEVICE: usize = 10;
-const BATCH: usize = 20_000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn password(n: u64) -> String {
-    (0..8u64)
-        .map(|i| {
-            format!(
-                "{:06}",
-                11 * ((n.wrapping_mul(7919).wrapping_add(i * 104_729)) % 65_536)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("-")
-}
+use support::{BATCH, PER_DEVICE, device_name, env_usize, percentile, record};
 
 /// Deterministic key IDs, so a reused database can be queried again.
 fn pid(i: usize) -> ProtectorId {
@@ -55,37 +37,6 @@ fn pid(i: usize) -> ProtectorId {
         (i as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
             | 0x4000_8000_0000_0000_0000,
     ))
-}
-
-fn device_name(i: usize) -> String {
-    format!("SRV{:07}", i / PER_DEVICE)
-}
-
-fn record(i: usize) -> ImportRecord {
-    let volume = i / 5;
-    ImportRecord {
-        computer_name: device_name(i),
-        domain: Some("corp.example".into()),
-        item: EscrowItem {
-            volume_guid: Uuid::from_u128(
-                0x1111_0000_0000_4000_8000_0000_0000_0000 | volume as u128,
-            ),
-            mount_point: Some(if volume.is_multiple_of(2) {
-                "C:".into()
-            } else {
-                "D:".into()
-            }),
-            volume_type: if volume.is_multiple_of(2) {
-                VolumeType::OperatingSystem
-            } else {
-                VolumeType::FixedData
-            },
-            protector_id: pid(i),
-            recovery_password: parse_recovery_password(&password(i as u64)).unwrap(),
-            key_package: None,
-        },
-        escrowed_at: OffsetDateTime::now_utc(),
-    }
 }
 
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Duration, usize) {
@@ -117,9 +68,107 @@ fn post(uri: &str, cookie: &str, form: &[(&str, &str)]) -> Request<Body> {
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[idx.min(v.len() - 1)].as_secs_f64() * 1000.0
+    percentile(v, p).as_secs_f64() * 1000.0
+}
+
+/// Unknown adapters (MACs no device reports) that asked in the last day, 5 requests each.
+const UNKNOWN_ADAPTERS: usize = 1000;
+
+fn unlock_event(at: OffsetDateTime, mac: MacAddress, outcome: &str) -> UnlockEvent {
+    UnlockEvent {
+        at,
+        family: "v4".into(),
+        client: mac.to_string(),
+        mac: Some(mac),
+        address: "10.20.0.1".into(),
+        interface: "eth0".into(),
+        relay: Some("10.20.0.254".into()),
+        thumbprint: "ab".repeat(20),
+        outcome: outcome.into(),
+    }
+}
+
+/// The Network Unlock side at fleet scale, once per database: every device reports two adapters;
+/// the first one asked once a month over 90 days (answered), except every tenth device, whose last
+/// answer is 40 days old (the fleet report lists those); plus [`UNKNOWN_ADAPTERS`] adapters no
+/// device reports.
+async fn load_unlock_records(svc: &EscrowService, local: &Actor) {
+    let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM unlock_events")
+        .fetch_one(svc.db().pool())
+        .await
+        .unwrap();
+    if have > 0 {
+        return;
+    }
+    let t = Instant::now();
+    let devices = svc
+        .list_devices(local, DeviceFilter::default())
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let mut events = Vec::with_capacity(BATCH);
+    let mac_of = |device: i64, port: u8| {
+        let id = device.to_be_bytes();
+        MacAddress([0x02, id[4], id[5], id[6], id[7], port])
+    };
+    // Adapters in one transaction of multi-row inserts (one check-in per device would take minutes
+    // of fsyncs); the rows are what `EscrowService::report_adapters` writes.
+    let mut tx = svc.db().pool().begin().await.unwrap();
+    for chunk in devices.chunks(5000) {
+        let sql = format!(
+            "INSERT INTO device_adapters (device_id, mac, reported_at) VALUES {}",
+            vec!["(?, ?, ?)"; chunk.len() * 2].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            for port in [1, 2] {
+                q = q
+                    .bind(d.id)
+                    .bind(mac_of(d.id, port).to_string())
+                    .bind(now.unix_timestamp() * 1_000_000);
+            }
+        }
+        q.execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    for d in &devices {
+        let mac = |port: u8| mac_of(d.id, port);
+        let last = if d.id % 10 == 0 { 40 } else { 25 };
+        for ago in [last, last + 30, last + 60] {
+            events.push(unlock_event(now - day * ago, mac(1), "answered"));
+        }
+        if events.len() >= BATCH {
+            svc.record_unlock_events(&events).await.unwrap();
+            events.clear();
+        }
+    }
+    for i in 0..UNKNOWN_ADAPTERS {
+        let b = (i as u32).to_be_bytes();
+        let mac = MacAddress([0x06, 0xee, b[0], b[1], b[2], b[3]]);
+        for k in 0..5 {
+            events.push(unlock_event(
+                now - time::Duration::minutes(10 * k + i as i64 % 600),
+                mac,
+                if k == 0 {
+                    "unknown_certificate"
+                } else {
+                    "answered"
+                },
+            ));
+        }
+    }
+    svc.record_unlock_events(&events).await.unwrap();
+    sqlx::query("ANALYZE")
+        .execute(svc.db().pool())
+        .await
+        .unwrap();
+    eprintln!(
+        "  {} devices: 2 adapters each, {} Network Unlock records, loaded in {:.1?}",
+        devices.len(),
+        devices.len() * 3 + UNKNOWN_ADAPTERS * 5,
+        t.elapsed()
+    );
 }
 
 async fn bench() {
@@ -141,7 +190,9 @@ async fn bench() {
     if (have as usize) < n {
         let t = Instant::now();
         for start in (have as usize..n).step_by(BATCH) {
-            let recs: Vec<ImportRecord> = (start..(start + BATCH).min(n)).map(record).collect();
+            let recs: Vec<ImportRecord> = (start..(start + BATCH).min(n))
+                .map(|i| record(i, pid(i)))
+                .collect();
             svc.bulk_import(&local, &recs).await.unwrap();
             if start % 200_000 == 0 {
                 eprintln!("  {} keys loaded ({:.0?})", start + recs.len(), t.elapsed());
@@ -153,6 +204,7 @@ async fn bench() {
             .unwrap();
         eprintln!("  loaded {n} keys in {:.1?}", t.elapsed());
     }
+    load_unlock_records(&svc, &local).await;
     let admin = match svc
         .create_operator(&local, "bench-admin", Role::Admin)
         .await
@@ -216,6 +268,21 @@ async fn bench() {
             t.elapsed().as_secs_f64() * 1000.0
         );
     }
+    // The API's live Network Unlock report and the daemon's unlock gauges (every 60 s).
+    let t = Instant::now();
+    let unlocks = svc.unlock_fleet_report(&local, 30).await.unwrap();
+    eprintln!(
+        "  GET /api/v1/reports/unlocks (service call): {:.1} ms, {} devices without unlock, {} unknown adapters",
+        t.elapsed().as_secs_f64() * 1000.0,
+        unlocks.devices_without_unlock_total,
+        unlocks.unknown_adapters_total
+    );
+    let t = Instant::now();
+    svc.unlock_gauges(30).await.unwrap();
+    eprintln!(
+        "  unlock gauges (daemon, every 60 s): {:.1} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     let device_id: i64 =
         sqlx::query_scalar("SELECT id FROM devices ORDER BY id LIMIT 1 OFFSET 4242")
             .fetch_one(svc.db().pool())

@@ -7,26 +7,15 @@
 //!      DATABASE_URL (postgres://postgres@127.0.0.1:5432/test)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use escrow::{
-    Actor, DisclosureReason, EscrowItem, EscrowService, ImportRecord, Kek, ProtectorId, VolumeType,
-    parse_recovery_password,
-};
+use escrow::{Actor, DisclosureReason, EscrowService, ImportRecord, Kek, ProtectorId};
 use sqlx::Connection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-const PROTECTORS_PER_VOLUME: usize = 5;
-const VOLUMES_PER_DEVICE: usize = 2;
-const BATCH: usize = 20_000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use support::{BATCH, PER_DEVICE, device_name, env_usize, password, percentile, record};
 
 /// xorshift64*: deterministic, dependency-free choice of lookup targets.
 struct Rng(u64);
@@ -42,54 +31,10 @@ impl Rng {
     }
 }
 
-fn password(n: u64) -> String {
-    (0..8u64)
-        .map(|i| {
-            format!(
-                "{:06}",
-                11 * ((n.wrapping_mul(7919).wrapping_add(i * 104_729)) % 65_536)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-fn record(i: usize, pid: ProtectorId) -> ImportRecord {
-    let per_device = PROTECTORS_PER_VOLUME * VOLUMES_PER_DEVICE;
-    let device = i / per_device;
-    let volume = i / PROTECTORS_PER_VOLUME;
-    ImportRecord {
-        computer_name: format!("SRV{device:07}"),
-        domain: Some("corp.example".into()),
-        item: EscrowItem {
-            volume_guid: Uuid::from_u128(
-                0x1111_0000_0000_4000_8000_0000_0000_0000 | volume as u128,
-            ),
-            mount_point: Some(if volume.is_multiple_of(2) {
-                "C:".into()
-            } else {
-                "D:".into()
-            }),
-            volume_type: if volume.is_multiple_of(2) {
-                VolumeType::OperatingSystem
-            } else {
-                VolumeType::FixedData
-            },
-            protector_id: pid,
-            recovery_password: parse_recovery_password(&password(i as u64)).unwrap(),
-            key_package: None,
-        },
-        escrowed_at: OffsetDateTime::now_utc(),
-    }
-}
-
 struct Stats(Vec<Duration>);
 impl Stats {
     fn pct(&self, p: f64) -> Duration {
-        let mut v = self.0.clone();
-        v.sort();
-        let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[idx.min(v.len() - 1)]
+        percentile(&mut self.0.clone(), p)
     }
     fn row(&self, backend: &str, op: &str) -> String {
         let ms = |d: Duration| format!("{:.3}", d.as_secs_f64() * 1000.0);
@@ -148,7 +93,7 @@ async fn run(backend: &str, url: &str, n: usize, lookups: usize) -> Vec<String> 
     let mut disclose = Vec::with_capacity(lookups);
     for _ in 0..lookups {
         let i = rng.below(n);
-        let name = format!("SRV{:07}", i / (PROTECTORS_PER_VOLUME * VOLUMES_PER_DEVICE));
+        let name = device_name(i);
         let t = Instant::now();
         let d = svc
             .disclose(
@@ -190,7 +135,7 @@ fn main() {
     let mut table = vec![
         format!(
             "Escrow lookup benchmark: {n} keys ({} per device), {lookups} random lookups/disclosures, latency in ms",
-            PROTECTORS_PER_VOLUME * VOLUMES_PER_DEVICE
+            PER_DEVICE
         ),
         "| backend    | operation      | count  | p50      | p90      | p99      | max      |"
             .into(),

@@ -13,9 +13,10 @@
 //! Bounded: one export and at most --json-pages JSON pages, loopback only, everything in a
 //! temporary directory.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use escrow::audit::{AuditRecord, from_micros, to_micros};
@@ -23,7 +24,7 @@ use escrow::client::{ApiClient, ApiClientConfig, ServerTrust, Zeroizing};
 use escrow::{AuditOutcome, Kek, wire};
 use sqlx::Connection;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use support::{BoxError, start_daemon, write_escrow_config, write_tls};
 
 struct Args {
     bin: PathBuf,
@@ -61,12 +62,6 @@ fn parse_args() -> Result<Args, BoxError> {
         }
     }
     Ok(a)
-}
-
-fn free_port() -> Result<u16, BoxError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Appends `n` disclose-like records through the store's one bulk path
@@ -118,44 +113,6 @@ fn mem_mib(pid: u32, field: &str) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_daemon(bin: &Path, config: &Path) -> Result<Daemon, BoxError> {
-    let mut child = Command::new(bin)
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut ready = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("netunlockd ready")
-                && let Some(tx) = ready.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let daemon = Daemon(child);
-    // "netunlockd ready" is an INFO line: the config above logs at info.
-    rx.recv_timeout(Duration::from_secs(900))
-        .map_err(|_| "the daemon did not report ready within 900 s")?;
-    Ok(daemon)
 }
 
 /// Counts bytes and CSV records (CRLF-terminated lines) as they stream by, keeping nothing.
@@ -219,31 +176,17 @@ async fn main() -> Result<(), BoxError> {
         fill.elapsed().as_secs_f64(),
     );
 
-    let tls = certs::generate_tls_server_certificate(&["127.0.0.1".to_string()], 7)?;
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert, &tls.cert_pem)?;
-    std::fs::write(&key, tls.key_pem.as_bytes())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-    }
-    let port = free_port()?;
-    let config = dir.path().join("netunlockd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{state}\"\n[log]\nlevel = \"info\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-             [unlock]\nenabled = false\n[escrow]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{cert}\"\n\
-             tls_key = \"{key}\"\ndatabase_url = \"{database_url}\"\nrequest_timeout_secs = 60\n",
-            state = state.display(),
-            metrics = free_port()?,
-            cert = cert.display(),
-            key = key.display(),
-        ),
+    let tls = write_tls(dir.path())?;
+    let (config, port) = write_escrow_config(
+        dir.path(),
+        &state,
+        &tls,
+        &database_url,
+        "info",
+        "request_timeout_secs = 60\n",
     )?;
     let booting = Instant::now();
-    let daemon = start_daemon(&args.bin, &config)?;
+    let daemon = start_daemon(&args.bin, &config, Duration::from_secs(900))?;
     println!(
         "daemon ready after {:.1} s (start-up verifies the audit chain)",
         booting.elapsed().as_secs_f64()
@@ -251,7 +194,7 @@ async fn main() -> Result<(), BoxError> {
     let pid = daemon.0.id();
     let client = ApiClient::new(&ApiClientConfig {
         base_url: format!("https://127.0.0.1:{port}"),
-        trust: ServerTrust::PinnedSha256(certs::sha256_fingerprint_hex(&tls.cert_der)),
+        trust: ServerTrust::PinnedSha256(tls.pin.clone()),
         token: Some(Zeroizing::new(token)),
         identity: None,
         timeout: Duration::from_secs(3600),

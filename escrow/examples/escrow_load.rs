@@ -9,9 +9,10 @@
 //!
 //! Bounded: runs for --seconds per backend, loopback only, everything in a temporary directory.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use escrow::client::{ApiClient, ApiClientConfig, ServerTrust, Zeroizing, agent_client};
 use escrow::wire;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use support::{BoxError, write_escrow_config, write_tls};
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -78,12 +79,6 @@ fn parse_args() -> Result<Args, BoxError> {
     Ok(a)
 }
 
-fn free_port() -> Result<u16, BoxError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// A valid recovery password from a counter (each group = 11 × a 16-bit word).
 fn password(n: u64) -> String {
     let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x1234_5678;
@@ -108,33 +103,16 @@ fn guid() -> String {
 }
 
 struct Daemon {
-    child: Child,
+    _process: support::Daemon,
     _dir: tempfile::TempDir,
     config: PathBuf,
     url: String,
     pin: String,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_daemon(args: &Args, database_url: &str) -> Result<Daemon, BoxError> {
     let dir = tempfile::tempdir()?;
-    let tls = certs::generate_tls_server_certificate(&["127.0.0.1".to_string()], 7)?;
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    std::fs::write(&cert, &tls.cert_pem)?;
-    std::fs::write(&key, tls.key_pem.as_bytes())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-    }
-    let port = free_port()?;
-    let config = dir.path().join("netunlockd.toml");
+    let tls = write_tls(dir.path())?;
     let database_url = if database_url.is_empty() {
         format!(
             "sqlite://{}?mode=rwc",
@@ -143,51 +121,22 @@ fn start_daemon(args: &Args, database_url: &str) -> Result<Daemon, BoxError> {
     } else {
         database_url.to_string()
     };
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{state}\"\n[log]\nlevel = \"{level}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-             [unlock]\nenabled = false\n[escrow]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{cert}\"\n\
-             tls_key = \"{key}\"\ndatabase_url = \"{database_url}\"\n\
-             max_connections_per_client = 1024\n",
-            // Every simulated agent connects from 127.0.0.1; in the field each is its own host.
-            state = dir.path().display(),
-            level = args.log_level,
-            metrics = free_port()?,
-            cert = cert.display(),
-            key = key.display(),
-        ),
+    // Every simulated agent connects from 127.0.0.1; in the field each is its own host.
+    let (config, port) = write_escrow_config(
+        dir.path(),
+        dir.path(),
+        &tls,
+        &database_url,
+        &args.log_level,
+        "max_connections_per_client = 1024\n",
     )?;
-    let mut child = Command::new(&args.bin)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", args.bin.display()))?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keep draining the log so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut ready = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("netunlockd ready")
-                && let Some(tx) = ready.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .map_err(|_| "the daemon did not report ready within 60 s")?;
+    let process = support::start_daemon(&args.bin, &config, Duration::from_secs(60))?;
     Ok(Daemon {
-        child,
+        _process: process,
         _dir: dir,
         config,
         url: format!("https://127.0.0.1:{port}"),
-        pin: certs::sha256_fingerprint_hex(&tls.cert_der),
+        pin: tls.pin,
     })
 }
 
