@@ -1,6 +1,7 @@
 //! Unlock ↔ escrow end to end: real NKPU requests (`netunlockd probe`, v4 and v6) to the real daemon
 //! with escrow enabled; the outcomes land in the escrow database, join the enrolled device by its
-//! adapter's MAC, and move the unlock gauges.
+//! adapter's MAC, and move the unlock gauges; `netunlockd escrow report unlocks` lists the enrolled
+//! server that never asked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 use escrow::{Actor, EscrowService, Kek, MacAddress, Role};
 
 use crate::harness::{
-    CLIENT_IF, CertEntry, Daemon, METRICS, Topology, UnlockCert, config_toml, metric, output_text,
-    probe, scrape, skip_reason,
+    CLIENT_IF, CertEntry, Daemon, METRICS, Topology, UnlockCert, config_toml, metric,
+    netunlockd_bin, output_text, probe, scrape, skip_reason,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -57,6 +58,18 @@ fn unlock_outcomes_are_recorded_and_joined_to_the_device() {
             .await
             .unwrap();
         svc.report_adapters(&dev, &[client_mac]).await.unwrap();
+        // DB2 reports an adapter that never asks (it needed its PIN).
+        let (_, secret) = svc
+            .create_enrollment_token(&Actor::local("t"), 1, Duration::from_secs(3600), None)
+            .await
+            .unwrap();
+        let db2 = svc
+            .enroll_device(&secret, "DB2", None, None, &"cd".repeat(32))
+            .await
+            .unwrap();
+        svc.report_adapters(&db2, &["02:00:00:00:0d:b2".parse().unwrap()])
+            .await
+            .unwrap();
         svc.close().await;
         dev.id
     });
@@ -80,7 +93,8 @@ fn unlock_outcomes_are_recorded_and_joined_to_the_device() {
     let refused = probe(&topo.client, "v4", &not_loaded, &["--timeout-ms", "1000"]);
     assert!(!refused.status.success(), "{}", output_text(&refused));
 
-    // Three records written, and the gauges say WEB1 unlocked and no unknown adapter asked.
+    // Three records written, and the gauges say WEB1 unlocked, DB2 did not, and no unknown adapter
+    // asked.
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = scrape(&topo.server, METRICS);
@@ -105,7 +119,7 @@ fn unlock_outcomes_are_recorded_and_joined_to_the_device() {
     );
     assert_eq!(
         metric(&text, "netunlockd_devices_without_unlock"),
-        0.0,
+        1.0,
         "{text}"
     );
     assert_eq!(
@@ -153,7 +167,40 @@ fn unlock_outcomes_are_recorded_and_joined_to_the_device() {
                 ("unknown_certificate".to_owned(), 1)
             ]
         );
+        let au = svc
+            .create_operator(&admin, "au", Role::Auditor)
+            .await
+            .unwrap();
+        let (_, token) = svc.create_api_token(&admin, au.id, None).await.unwrap();
         svc.close().await;
+
+        // The same lists through the CLI (the appliance's own URL and certificate from --config).
+        let report = |extra: &[&str]| {
+            let out = topo
+                .server
+                .command(&netunlockd_bin())
+                .args(["escrow", "report", "unlocks", "--config"])
+                .arg(&daemon.config_path)
+                .args(["--token", &token])
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", output_text(&out));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let json: serde_json::Value = serde_json::from_str(&report(&["--output", "json"])).unwrap();
+        assert_eq!(json["window_days"], 30, "{json}");
+        assert_eq!(json["devices_without_unlock_total"], 1, "{json}");
+        assert_eq!(json["devices_without_unlock"][0]["computer_name"], "DB2");
+        assert_eq!(json["unknown_adapters_total"], 0, "{json}");
+        let table = report(&["--days", "7"]);
+        assert!(
+            table.contains("window 7 day(s)")
+                && table.contains("Enrolled devices with no Network Unlock in the window (1)")
+                && table.contains("DB2")
+                && !table.contains("WEB1"),
+            "{table}"
+        );
     });
     drop(daemon);
 }
