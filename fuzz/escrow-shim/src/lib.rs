@@ -3,7 +3,8 @@
 //! Real code: `directory::config` and `directory::roles` are escrow's own files (the directory
 //! settings the config validates go through the real `DirectoryConfig::validate`).
 //! Stand-ins, kept to what the config module touches: `Role`, `Backend` with the `database_url`
-//! scheme rule of `escrow::store`, `redact_url`, the console settings and the directory client
+//! scheme rule of `escrow::store`, `redact_url`, `DEFAULT_UNLOCK_WINDOW_DAYS`, the console
+//! settings and the directory client
 //! (which the config module only builds in `load`, never in `validate`). If escrow's rule for
 //! database URLs changes, `Backend::of_url` here must follow; the daemon's own tests cover the real
 //! one.
@@ -27,9 +28,12 @@ pub mod model {
             })
         }
     }
+
+    /// escrow::model::DEFAULT_UNLOCK_WINDOW_DAYS (the default of `unlock_records.no_unlock_days`).
+    pub const DEFAULT_UNLOCK_WINDOW_DAYS: u32 = 30;
 }
 
-pub use model::Role;
+pub use model::{DEFAULT_UNLOCK_WINDOW_DAYS, Role};
 
 pub mod directory;
 
