@@ -57,6 +57,14 @@ fn event(ago: Duration, mac: MacAddress, outcome: &str) -> UnlockEvent {
     }
 }
 
+/// What the server does every 30 s (with the settings of the fixture's console: 30 days for both).
+async fn refresh(f: &Fx) {
+    f.service
+        .refresh_fleet_snapshot(Duration::from_secs(30 * 86_400), 30)
+        .await
+        .unwrap();
+}
+
 /// The part of the page from the table with this id to the next heading.
 fn table<'a>(body: &'a str, id: &str) -> &'a str {
     let start = body
@@ -108,10 +116,7 @@ async fn fleet_page_counts_past_the_rows_it_shows_from_the_refreshed_snapshot() 
         "{}",
         cached.body
     );
-    f.service
-        .refresh_fleet_snapshot(Duration::from_secs(30 * 86_400), 30)
-        .await
-        .unwrap();
+    refresh(&f).await;
     let fresh = send(&f.app, get("/reports/fleet", Some(&admin))).await;
     assert!(fresh.body.contains("Stale devices (106;"), "{}", fresh.body);
 }
@@ -165,10 +170,7 @@ async fn fleet_page_lists_servers_without_network_unlock_and_unknown_adapters() 
         ])
         .await
         .unwrap();
-    f.service
-        .refresh_fleet_snapshot(Duration::from_secs(30 * 86_400), 30)
-        .await
-        .unwrap();
+    refresh(&f).await;
 
     let admin = sign_in(&f.app, &f.admin).await;
     let page = send(&f.app, get("/reports/fleet", Some(&admin))).await;
@@ -224,10 +226,7 @@ async fn fleet_page_lists_servers_without_network_unlock_and_unknown_adapters() 
         )
         .await
         .unwrap();
-    f.service
-        .refresh_fleet_snapshot(Duration::from_secs(30 * 86_400), 30)
-        .await
-        .unwrap();
+    refresh(&f).await;
     let after = send(&f.app, get("/reports/fleet", Some(&admin))).await;
     assert!(
         after.body.contains("Requests from unknown adapters (0)"),
