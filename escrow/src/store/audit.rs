@@ -260,6 +260,24 @@ fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, EscrowError> {
     })
 }
 
+/// The [`AuditFilter`] as a WHERE clause over `$1`…`$6`, bound by [`bind_filter`].
+const FILTER_WHERE: &str = "($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
+     AND ($3 IS NULL OR (actor_kind = 'operator' AND actor_name = $3)) \
+     AND ($4 IS NULL OR lower(device_name) = lower($4)) AND ($5 IS NULL OR action = $5) \
+     AND ($6 IS NULL OR outcome = $6)";
+
+fn bind_filter<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    filter: &AuditFilter,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(filter.from.map(to_micros))
+        .bind(filter.to.map(to_micros))
+        .bind(filter.operator.clone())
+        .bind(filter.device.clone())
+        .bind(filter.kind.clone())
+        .bind(filter.outcome.map(|o| o.as_str().to_owned()))
+}
+
 /// Records matching `filter` with `after_seq < seq <= upto_seq`, in chain order, at most `limit`.
 pub(crate) async fn query(
     conn: &mut AnyConnection,
@@ -268,23 +286,16 @@ pub(crate) async fn query(
     upto_seq: i64,
     limit: i64,
 ) -> Result<Vec<AuditRecord>, EscrowError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
-         AND ($3 IS NULL OR (actor_kind = 'operator' AND actor_name = $3)) \
-         AND ($4 IS NULL OR lower(device_name) = lower($4)) AND ($5 IS NULL OR action = $5) \
-         AND ($6 IS NULL OR outcome = $6) AND seq > $7 AND seq <= $8 ORDER BY seq LIMIT $9"
-    ))
-    .bind(filter.from.map(to_micros))
-    .bind(filter.to.map(to_micros))
-    .bind(filter.operator.clone())
-    .bind(filter.device.clone())
-    .bind(filter.kind.clone())
-    .bind(filter.outcome.map(|o| o.as_str().to_owned()))
-    .bind(after_seq)
-    .bind(upto_seq)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {FILTER_WHERE} \
+         AND seq > $7 AND seq <= $8 ORDER BY seq LIMIT $9"
+    );
+    let rows = bind_filter(sqlx::query(&sql), filter)
+        .bind(after_seq)
+        .bind(upto_seq)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(audit_from_row).collect()
 }
 
@@ -295,22 +306,15 @@ pub(crate) async fn query_newest_first(
     before_seq: i64,
     limit: i64,
 ) -> Result<Vec<AuditRecord>, EscrowError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
-         AND ($3 IS NULL OR (actor_kind = 'operator' AND actor_name = $3)) \
-         AND ($4 IS NULL OR lower(device_name) = lower($4)) AND ($5 IS NULL OR action = $5) \
-         AND ($6 IS NULL OR outcome = $6) AND seq < $7 ORDER BY seq DESC LIMIT $8"
-    ))
-    .bind(filter.from.map(to_micros))
-    .bind(filter.to.map(to_micros))
-    .bind(filter.operator.clone())
-    .bind(filter.device.clone())
-    .bind(filter.kind.clone())
-    .bind(filter.outcome.map(|o| o.as_str().to_owned()))
-    .bind(before_seq)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let sql = format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {FILTER_WHERE} \
+         AND seq < $7 ORDER BY seq DESC LIMIT $8"
+    );
+    let rows = bind_filter(sqlx::query(&sql), filter)
+        .bind(before_seq)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter().map(audit_from_row).collect()
 }
 

@@ -677,7 +677,7 @@ fn console_device_page_shows_a_recorded_unlock() {
         CLIENT_IF, CertEntry, Daemon, Topology, UnlockCert, config_toml, output_text, probe,
         skip_reason,
     };
-    use escrow::{Actor, EscrowService, Kek, MacAddress};
+    use escrow::{EscrowService, Kek, MacAddress};
 
     if let Some(reason) = skip_reason() {
         println!("SKIP: {reason}");
@@ -708,33 +708,10 @@ fn console_device_page_shows_a_recorded_unlock() {
         let svc = EscrowService::open(&url, Kek::load_or_create(&kek_path).unwrap())
             .await
             .unwrap();
-        let (_, secret) = svc
-            .create_enrollment_token(&Actor::local("t"), 1, Duration::from_secs(3600), None)
-            .await
-            .unwrap();
-        let dev = svc
-            .enroll_device(
-                &secret,
-                "WEB1",
-                Some("corp.example"),
-                None,
-                &"ab".repeat(32),
-            )
-            .await
-            .unwrap();
-        svc.report_adapters(&dev, &[client_mac]).await.unwrap();
+        let dev = enroll_with_adapters(&svc, "WEB1", &"ab".repeat(32), &[client_mac]).await;
         // DB1 reports an adapter that never asks: it needed its PIN at every boot.
-        let (_, secret) = svc
-            .create_enrollment_token(&Actor::local("t"), 1, Duration::from_secs(3600), None)
-            .await
-            .unwrap();
-        let db1 = svc
-            .enroll_device(&secret, "DB1", Some("corp.example"), None, &"cd".repeat(32))
-            .await
-            .unwrap();
-        svc.report_adapters(&db1, &["02:00:00:00:0d:b1".parse().unwrap()])
-            .await
-            .unwrap();
+        let never_asks = "02:00:00:00:0d:b1".parse().unwrap();
+        enroll_with_adapters(&svc, "DB1", &"cd".repeat(32), &[never_asks]).await;
         let (_, token) = svc.bootstrap_admin("admin").await.unwrap();
         svc.close().await;
         (dev.id, token)

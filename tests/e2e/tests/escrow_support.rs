@@ -511,3 +511,28 @@ macro_rules! both_backends {
     };
 }
 pub(crate) use both_backends;
+
+/// Enrolls `name` (client certificate hash `cert_sha256`) straight through the service, as its
+/// agent would, and records the adapters it reports at check-in.
+pub async fn enroll_with_adapters(
+    svc: &escrow::EscrowService,
+    name: &str,
+    cert_sha256: &str,
+    adapters: &[escrow::MacAddress],
+) -> escrow::DeviceInfo {
+    let (_, secret) = svc
+        .create_enrollment_token(
+            &escrow::Actor::local("t"),
+            1,
+            Duration::from_secs(3600),
+            None,
+        )
+        .await
+        .unwrap();
+    let dev = svc
+        .enroll_device(&secret, name, Some("corp.example"), None, cert_sha256)
+        .await
+        .unwrap();
+    svc.report_adapters(&dev, adapters).await.unwrap();
+    dev
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use escrow::{Actor, EscrowService, Kek, MacAddress, Role};
 
+use crate::escrow_support::enroll_with_adapters;
 use crate::harness::{
     CLIENT_IF, CertEntry, Daemon, METRICS, Topology, UnlockCert, config_toml, metric,
     netunlockd_bin, output_text, probe, scrape, skip_reason,
@@ -43,33 +44,10 @@ fn unlock_outcomes_are_recorded_and_joined_to_the_device() {
         let svc = EscrowService::open(&url, Kek::load_or_create(&kek_path).unwrap())
             .await
             .unwrap();
-        let (_, secret) = svc
-            .create_enrollment_token(&Actor::local("t"), 1, Duration::from_secs(3600), None)
-            .await
-            .unwrap();
-        let dev = svc
-            .enroll_device(
-                &secret,
-                "WEB1",
-                Some("corp.example"),
-                None,
-                &"ab".repeat(32),
-            )
-            .await
-            .unwrap();
-        svc.report_adapters(&dev, &[client_mac]).await.unwrap();
+        let dev = enroll_with_adapters(&svc, "WEB1", &"ab".repeat(32), &[client_mac]).await;
         // DB2 reports an adapter that never asks (it needed its PIN).
-        let (_, secret) = svc
-            .create_enrollment_token(&Actor::local("t"), 1, Duration::from_secs(3600), None)
-            .await
-            .unwrap();
-        let db2 = svc
-            .enroll_device(&secret, "DB2", None, None, &"cd".repeat(32))
-            .await
-            .unwrap();
-        svc.report_adapters(&db2, &["02:00:00:00:0d:b2".parse().unwrap()])
-            .await
-            .unwrap();
+        let never_asks = "02:00:00:00:0d:b2".parse().unwrap();
+        enroll_with_adapters(&svc, "DB2", &"cd".repeat(32), &[never_asks]).await;
         svc.close().await;
         dev.id
     });
